@@ -1,0 +1,418 @@
+"""One execution path: every tool call is a stream of chunks with one terminal outcome.
+
+Sync functions (in a bounded thread pool), coroutines and async generators all
+run as a background producer whose chunks the call reads under the tool's
+policy: upstream limit, hard timeout, transient-only retries (tenacity), the
+session's circuit breaker and memo cache. The call emits ``tool.exec.started``,
+``tool.output.delta``, ``tool.timeout``, ``tool.retrying`` and exactly one of
+``tool.result`` / ``tool.error`` / ``tool.cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, nullcontext, suppress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from .breaker import CircuitBreaker
+from .events import (
+    BaseEvent,
+    ToolCancelled,
+    ToolCircuitOpen,
+    ToolExecStarted,
+    ToolFailed,
+    ToolOutputDelta,
+    ToolQueued,
+    ToolResult,
+    ToolRetrying,
+    ToolTimedOut,
+    error_dict,
+)
+from .limits import ThreadPool, Upstream
+from .policy import Backoff, Clock, Failure, classify
+from .session import Session
+from .tools import Kind, Tool
+
+logger = logging.getLogger("toolplex.calls")
+
+Emit = Callable[..., BaseEvent]
+"""``emit(EventClass, **fields)``: append an event of the current run to the log."""
+
+CancelReason = Literal["short_circuit", "user", "run_cancelled", "discarded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a call ended, as the model will be told."""
+
+    kind: Literal["result", "error", "cancelled"]
+    output: Any = None
+    partial: bool = False
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+    by_call_id: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True for an error or a partial result (what the breaker counts)."""
+        return self.kind == "error" or self.partial
+
+    def for_model(self) -> str:
+        """The content of the tool message the model receives for this call."""
+        # [protocol] The model always receives one tool message per tool call: the
+        # output, the partial output marked as partial, or the error/cancel reason.
+        if self.kind == "result" and not self.partial:
+            body: Any = self.output
+        elif self.kind == "result":
+            body = {"partial": True, "note": "timed out; this is the output so far",
+                    "output": self.output}
+        elif self.kind == "error":
+            body = {"error": self.error}
+        else:
+            body = {"cancelled": True, "reason": self.reason}
+            if self.by_call_id:
+                body["by_call_id"] = self.by_call_id
+            if self.output is not None:
+                body["partial_output"] = self.output
+        return body if isinstance(body, str) else json.dumps(body, default=str)
+
+
+@dataclass(eq=False)
+class ToolCall:
+    """One call the model made: its arguments as they stream, then its execution."""
+
+    call_id: str
+    name: str
+    index: int
+    model_call_id: str
+    message_id: str
+    run_id: str
+    args_text: str = ""
+    kwargs: dict[str, Any] | None = None
+    tool: Tool | None = None
+    chunks: list[Any] = field(default_factory=list)
+    """The current attempt's chunks."""
+    outcome: Outcome | None = None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    cancel_reason: CancelReason | None = None
+    cancelled_by: str | None = None
+
+    def cancel(self, reason: CancelReason, by_call_id: str | None = None) -> bool:
+        """Ask the call to stop. Returns False when it has already ended."""
+        if self.outcome is not None or self.cancel_reason is not None:
+            return False
+        self.cancel_reason = reason
+        self.cancelled_by = by_call_id
+        self.scope.cancel()
+        return True
+
+    def partial_output(self) -> Any:
+        """What the call has yielded so far, reduced like its result (None if nothing)."""
+        if not self.chunks:
+            return None
+        if self.tool is not None and self.tool.kind is Kind.STREAM:
+            return self.tool.reduce(self.chunks)
+        return self.chunks[0]
+
+
+class _Transient(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class _Permanent(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class _End:
+    """Marks the end of a producer's chunks (with the error that ended it, if any)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class Supervisor:
+    """Owns the tasks that run tool bodies, so a body that ignores cancellation
+    can be abandoned without holding its call, its step or its run.
+
+    Args:
+        grace: Real seconds a cancelled body gets to finish before it is abandoned.
+    """
+
+    def __init__(self, grace: float = 0.5) -> None:
+        self.grace = grace
+        self.abandoned = 0
+        """Bodies that ignored cancellation past the grace (still running)."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, fn: Callable[[], Any]) -> asyncio.Task[Any]:
+        """Start ``fn()`` as a supervised task."""
+        task = asyncio.get_running_loop().create_task(fn())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self, task: asyncio.Task[Any], label: str) -> None:
+        """Cancel ``task`` and wait up to the grace; abandon it if it does not end."""
+        if task.done():
+            return
+        task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({task}, timeout=self.grace)
+        if not task.done():
+            self.abandoned += 1
+            task.add_done_callback(lambda _: self._forget())
+            logger.warning("abandoned %s: it ignored cancellation for %.2f s", label, self.grace)
+
+    def _forget(self) -> None:
+        self.abandoned -= 1
+
+    async def aclose(self) -> None:
+        """Cancel every task still running and wait briefly for them."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(tasks, timeout=self.grace)
+
+
+@dataclass
+class Executor:
+    """Runs calls under their tools' declared policy. One per agent.
+
+    Args:
+        clock: Scales every timeout and backoff wait.
+        timeout_cap: No tool's timeout may exceed this many seconds.
+        backoff: The retry delay schedule.
+        pool: Threads for sync tools.
+        upstreams: Limiters by upstream name.
+        supervisor: Owns tool bodies.
+    """
+
+    clock: Clock = field(default_factory=Clock)
+    timeout_cap: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff)
+    pool: ThreadPool = field(default_factory=ThreadPool)
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+
+    def timeout_for(self, tool: Tool) -> float:
+        """The tool's timeout, capped."""
+        return min(tool.timeout, self.timeout_cap)
+
+    async def run(
+        self,
+        call: ToolCall,
+        session: Session,
+        emit: Emit,
+        on_chunk: Callable[[ToolCall, Any], None],
+    ) -> Outcome:
+        """Execute a validated call to its one terminal event, and return its outcome.
+
+        Cancellation (``call.cancel`` or the run's) ends it with ``tool.cancelled``
+        carrying the partial output; nothing else escapes as an exception.
+        """
+        tool = call.tool
+        assert tool is not None
+        assert call.kwargs is not None
+        try:
+            with call.scope:
+                await self._execute(call, tool, session, emit, on_chunk)
+        except Exception as exc:  # a bug in toolplex itself: still one terminal event
+            logger.exception("call %s crashed", call.call_id)
+            if call.outcome is None:
+                self.fail(call, emit, error_dict("internal", f"{type(exc).__name__}: {exc}"))
+        finally:
+            # [protocol] every tool.call.start gets exactly one terminal event, also
+            # when the run's own scope is being cancelled around us.
+            if call.outcome is None:
+                self.cancelled(call, emit)
+        assert call.outcome is not None
+        return call.outcome
+
+    def cancelled(self, call: ToolCall, emit: Emit) -> Outcome:
+        """End a call with ``tool.cancelled`` (its reason and partial output)."""
+        reason = call.cancel_reason or "run_cancelled"
+        partial = call.partial_output()
+        emit(ToolCancelled, call_id=call.call_id, reason=reason,
+             by_call_id=call.cancelled_by, partial_output=partial)
+        call.outcome = Outcome("cancelled", output=partial, reason=reason,
+                               by_call_id=call.cancelled_by)
+        return call.outcome
+
+    def fail(self, call: ToolCall, emit: Emit, error: dict[str, Any]) -> Outcome:
+        """End a call with ``tool.error``."""
+        emit(ToolFailed, call_id=call.call_id, error=error)
+        call.outcome = Outcome("error", error=error)
+        return call.outcome
+
+    def _succeed(self, call: ToolCall, emit: Emit, output: Any, *, partial: bool = False,
+                 cached: bool = False) -> Outcome:
+        output = {} if output is None else output
+        emit(ToolResult, call_id=call.call_id, output=output, partial=partial,
+             cached=True if cached else None)
+        call.outcome = Outcome("result", output=output, partial=partial)
+        return call.outcome
+
+    def breaker_for(self, session: Session, tool: Tool) -> CircuitBreaker:
+        """The session's breaker for ``tool``."""
+        breaker = session.breakers.get(tool.name)
+        if breaker is None:
+            breaker = session.breakers[tool.name] = CircuitBreaker(tool.breaker, clock=self.clock)
+        return breaker
+
+    async def _execute(
+        self, call: ToolCall, tool: Tool, session: Session, emit: Emit,
+        on_chunk: Callable[[ToolCall, Any], None],
+    ) -> Outcome:
+        breaker = self.breaker_for(session, tool)
+        if not breaker.allows_calls:
+            return self.fail(call, emit, error_dict(
+                "circuit_open", f"{tool.name} is disabled for this session after "
+                f"{breaker.failures} consecutive failures"))
+        key = (tool.name, json.dumps(call.kwargs, sort_keys=True, default=str))
+        if tool.cache:
+            hit = session.cache.get(key)
+            if hit is not None and hit[0] > self.clock.monotonic():
+                return self._succeed(call, emit, hit[1], cached=True)
+        try:
+            output, partial = await self._attempts(call, tool, emit, on_chunk)
+        except _Permanent as exc:
+            outcome = self.fail(call, emit, exc.failure.to_error())
+        except _Transient as exc:
+            outcome = self.fail(call, emit, self._exhausted(tool, exc.failure))
+        else:
+            outcome = self._succeed(call, emit, output, partial=partial)
+            if tool.cache and not partial:
+                session.cache[key] = (self.clock.monotonic() + tool.cache, output)
+        if outcome.failed:
+            if breaker.record_failure():
+                emit(ToolCircuitOpen, tool=tool.name, failures=breaker.failures)
+        else:
+            breaker.record_success()
+        return outcome
+
+    def _exhausted(self, tool: Tool, failure: Failure) -> dict[str, Any]:
+        if tool.retries == 0:
+            return failure.to_error()
+        return error_dict(
+            "retries_exhausted",
+            f"{tool.name} failed {tool.retries + 1} times; last: {failure.message}",
+            last=failure.to_error(),
+        )
+
+    async def _attempts(
+        self, call: ToolCall, tool: Tool, emit: Emit, on_chunk: Callable[[ToolCall, Any], None]
+    ) -> tuple[Any, bool]:
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            assert isinstance(exc, _Transient)
+            return self.backoff.delay(state.attempt_number, exc.failure)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            assert isinstance(exc, _Transient)
+            assert state.next_action is not None
+            emit(ToolRetrying, call_id=call.call_id, attempt=state.attempt_number,
+                 delay_ms=round(state.next_action.sleep * 1000), reason=exc.failure.reason,
+                 error=exc.failure.to_error())
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(tool.retries + 1),
+            wait=wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self.clock.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                return await self._attempt(call, tool, number, emit, on_chunk,
+                                           last=number > tool.retries)
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    async def _attempt(
+        self, call: ToolCall, tool: Tool, number: int, emit: Emit,
+        on_chunk: Callable[[ToolCall, Any], None], *, last: bool,
+    ) -> tuple[Any, bool]:
+        upstream = self.upstreams.get(tool.upstream) if tool.upstream else None
+        if upstream is not None and upstream.would_wait():
+            emit(ToolQueued, call_id=call.call_id, upstream=upstream.name)
+        # [policy] waiting for the upstream's turn does not count against the timeout.
+        async with upstream.slot() if upstream is not None else nullcontext():
+            timeout = self.timeout_for(tool)
+            emit(ToolExecStarted, call_id=call.call_id, attempt=number,
+                 timeout_ms=round(timeout * 1000))
+            call.chunks = []
+            with anyio.move_on_after(self.clock.real(timeout)) as deadline:
+                try:
+                    async with aclosing(self._produce(call, tool)) as chunks:
+                        async for chunk in chunks:
+                            emit(ToolOutputDelta, call_id=call.call_id, attempt=number,
+                                 index=len(call.chunks), data=chunk)
+                            call.chunks.append(chunk)
+                            on_chunk(call, chunk)
+                except Exception as exc:
+                    failure = classify(exc)
+                    raise (_Transient if failure.transient else _Permanent)(failure) from exc
+        if deadline.cancelled_caught:
+            # [protocol] A timed-out call that yielded chunks ends with its partial output.
+            partial = bool(call.chunks)
+            emit(ToolTimedOut, call_id=call.call_id, attempt=number,
+                 timeout_ms=round(timeout * 1000), will_retry=not partial and not last)
+            if partial:
+                return call.partial_output(), True
+            raise _Transient(Failure(True, "timeout", "timeout",
+                                     f"{tool.name} timed out after {timeout:g} s"))
+        if tool.kind is Kind.STREAM:
+            return tool.reduce(call.chunks), False
+        return (call.chunks[0] if call.chunks else None), False
+
+    async def _produce(self, call: ToolCall, tool: Tool) -> AsyncIterator[Any]:
+        """Run the tool body as a supervised task and yield its chunks."""
+        send, receive = anyio.create_memory_object_stream[Any](64)
+        kwargs = dict(call.kwargs or {})
+
+        async def body() -> None:
+            async with send:
+                try:
+                    if tool.kind is Kind.STREAM:
+                        async for chunk in tool.fn(**kwargs):
+                            await send.send(chunk)
+                    elif tool.kind is Kind.ASYNC:
+                        await send.send(await tool.fn(**kwargs))
+                    else:
+                        fn = functools.partial(tool.fn, **kwargs)
+                        await send.send(await self.pool.run(fn))
+                    await send.send(_End())
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # the call stopped reading: it timed out or was cancelled
+                except Exception as exc:
+                    with anyio.CancelScope(shield=True), suppress(anyio.BrokenResourceError):
+                        await send.send(_End(exc))
+
+        task = self.supervisor.spawn(body)
+        try:
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, _End):
+                        if item.error is not None:
+                            raise item.error
+                        return
+                    yield item
+            raise RuntimeError(f"{tool.name} stopped without finishing")
+        finally:
+            await self.supervisor.stop(task, f"{tool.name} ({call.call_id})")

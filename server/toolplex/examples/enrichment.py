@@ -1,0 +1,158 @@
+"""The B2B enrichment agent: research a company, verify a contact, record it.
+
+Step 1 asks Apollo, LinkedIn and Clearbit at once (simulated upstreams, 100 to
+400 ms); each call starts the moment its arguments are complete. Step 2
+verifies the contact's email, which needs step 1's results. Step 3 writes to
+HubSpot and notifies Slack in parallel; both are side effects, so neither
+starts before the model's response has ended cleanly.
+
+Run it: ``python -m toolplex.examples.enrichment acme.com``
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import anyio
+
+from .. import Agent, ToolError, tool
+from ..scripted import Call, Results, Step
+from ._show import show
+
+
+def _latency(domain: str, base: float) -> float:
+    """A stable spread around ``base`` per domain, like a real upstream's."""
+    return base * (0.85 + (sum(map(ord, domain)) % 30) / 100)
+
+
+@tool(upstream="apollo", timeout=5)
+async def apollo(domain: str) -> dict[str, Any]:
+    """Find the company and its decision maker in Apollo.
+
+    Args:
+        domain: The company's web domain, e.g. acme.com.
+    """
+    await anyio.sleep(_latency(domain, 0.4))
+    name = domain.split(".")[0].capitalize()
+    return {"company": name, "contact": {"name": "Dana Reyes", "title": "VP Sales",
+                                         "email": f"dana@{domain}"}}
+
+
+@tool(upstream="linkedin", timeout=5)
+async def linkedin(domain: str) -> dict[str, Any]:
+    """Read the company's LinkedIn page: size and industry.
+
+    Args:
+        domain: The company's web domain.
+    """
+    await anyio.sleep(_latency(domain, 0.2))
+    return {"employees": 120 + len(domain) * 37, "industry": "Industrial software"}
+
+
+@tool(upstream="clearbit", timeout=5)
+def clearbit(domain: str) -> dict[str, Any]:
+    """Enrich the domain with Clearbit (a blocking SDK: runs in a worker thread).
+
+    Args:
+        domain: The company's web domain.
+    """
+    import time
+
+    time.sleep(_latency(domain, 0.1))
+    return {"funding": "Series B", "hq": "Lyon, France", "tech": ["Salesforce", "AWS"]}
+
+
+@tool
+async def verify_email(email: str) -> dict[str, Any]:
+    """Check that an email address accepts mail.
+
+    Args:
+        email: The address to verify.
+    """
+    await anyio.sleep(0.15)
+    if "@" not in email:
+        raise ToolError(f"{email!r} is not an email address", status=422)
+    return {"email": email, "deliverable": True}
+
+
+@tool(side_effects=True)
+async def hubspot_upsert(company: dict[str, Any]) -> dict[str, Any]:
+    """Create or update the company in HubSpot.
+
+    Args:
+        company: The enriched company record.
+    """
+    await anyio.sleep(0.12)
+    return {"hubspot_id": f"hs_{abs(hash(company.get('domain', ''))) % 10**6}", "ok": True}
+
+
+@tool(side_effects=True)
+async def slack_notify(channel: str, text: str) -> dict[str, Any]:
+    """Post a message to a Slack channel.
+
+    Args:
+        channel: Where to post, e.g. #sales.
+        text: The message.
+    """
+    await anyio.sleep(0.08)
+    return {"channel": channel, "ok": True}
+
+
+TOOLS = [apollo, linkedin, clearbit, verify_email, hubspot_upsert, slack_notify]
+
+
+def _domain(results: Results) -> str:
+    found = re.search(r"[\w-]+(?:\.[\w-]+)+", results.get("input", ""))
+    return found.group(0).lower() if found else "acme.com"
+
+
+def _record(r: Results) -> dict[str, Any]:
+    return {"domain": _domain(r), "name": r["apollo"]["company"], **r["linkedin"],
+            **r["clearbit"], "contact": r["apollo"]["contact"]}
+
+
+SCRIPT = [
+    Step(
+        text="I'll research it in Apollo, LinkedIn and Clearbit at once. ",
+        token_delay=0.02, arg_delay=0.03,
+        calls=[Call(name, lambda r: {"domain": _domain(r)})
+               for name in ("apollo", "linkedin", "clearbit")],
+    ),
+    Step(text="Found a decision maker; verifying the email. ", token_delay=0.02,
+         calls=[Call("verify_email", {"email": "{{apollo.contact.email}}"})]),
+    Step(
+        text="Deliverable. Recording it in HubSpot and telling #sales. ", token_delay=0.02,
+        calls=[
+            Call("hubspot_upsert", lambda r: {"company": _record(r)}),
+            Call("slack_notify", lambda r: {
+                "channel": "#sales",
+                "text": f"New lead: {r['apollo']['company']} ({_domain(r)}), "
+                        f"{r['apollo']['contact']['name']}"}),
+        ],
+    ),
+    Step(
+        text=lambda r: (
+            f"{r['apollo']['company']} ({_domain(r)}): {r['linkedin']['employees']} people in "
+            f"{r['linkedin']['industry'].lower()}, {r['clearbit']['funding']}, HQ "
+            f"{r['clearbit']['hq']}. Contact: {r['apollo']['contact']['name']}, "
+            f"{r['apollo']['contact']['title']} <{r['verify_email']['email']}> (verified). "
+            f"Saved as {r['hubspot_upsert']['hubspot_id']}; #sales was notified."
+        ),
+        token_delay=0.02,
+    ),
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the agent on a domain and print its event stream."""
+    from ..scripted import ScriptedModel
+
+    domain = (argv if argv is not None else sys.argv[1:] or ["acme.com"])[0]
+    agent = Agent(tools=TOOLS, model=ScriptedModel(SCRIPT))
+    anyio.run(show, agent.run(f"Enrich {domain}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The exceptions toolplex raises or understands.
+
+::
+
+    ToolplexError
+    ├── ToolError               a tool says how it failed (raised by tool code)
+    │   └── ToolTimeout         a call ran past its hard timeout (TimeoutError)
+    ├── InvalidArguments        the model's arguments do not fit the tool (ValueError)
+    ├── UsageError              the library was used wrongly (TypeError)
+    └── ProtocolError           a client frame or command is not acceptable (ValueError)
+
+Failures never leave a run as exceptions: the runner turns each into a typed
+``tool.error`` or ``run.error`` event. These classes are how tools and callers
+*describe* a failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ToolplexError(Exception):
+    """Base class of every toolplex exception."""
+
+
+class ToolError(ToolplexError):
+    """Raised by a tool to say how it failed.
+
+    ``status`` 5xx and 429 are transient (retried with backoff; a 429's
+    ``retry_after`` seconds replace the backoff step); any other status is
+    permanent and never retried.
+
+    Args:
+        message: What went wrong, for the model and the client.
+        status: The upstream's HTTP status, when there is one.
+        retry_after: Seconds the upstream asked us to wait (429).
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ToolTimeout(ToolError, TimeoutError):
+    """A call ran past its hard timeout. Raised by the call wrapper, never by tools.
+
+    Args:
+        tool_name: The tool that timed out.
+        seconds: The timeout it had.
+        partial: The chunks it had yielded before the timeout.
+    """
+
+    def __init__(self, tool_name: str, seconds: float, partial: list[Any]) -> None:
+        super().__init__(f"{tool_name} timed out after {seconds:g} s")
+        self.tool_name = tool_name
+        self.seconds = seconds
+        self.partial = partial
+
+
+class InvalidArguments(ToolplexError, ValueError):
+    """The model's arguments are not valid JSON or do not match the tool's schema.
+
+    Raised by ``Tool.validate``; the runner reports it as ``tool.error`` code
+    ``invalid_args`` so the model can correct itself on its next step.
+    """
+
+    def __init__(self, tool_name: str, detail: str) -> None:
+        super().__init__(f"invalid arguments for {tool_name}: {detail}")
+        self.tool_name = tool_name
+        self.detail = detail
+
+
+class UsageError(ToolplexError, TypeError):
+    """The library was used wrongly: raised at definition time, never during a run."""
+
+
+class ProtocolError(ToolplexError, ValueError):
+    """A client command cannot be accepted; the server answers ``command.error``.
+
+    Args:
+        code: A stable machine-readable code (``bad_json``, ``unknown_command``, ...).
+        message: What is wrong, for a person.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,124 @@
+"""The per-session event log: the single source of truth readers tail.
+
+Runs append; WebSocket and SSE connections are readers that pull from a cursor.
+A reader never holds more than its cursor, so a slow or stalled reader costs
+no memory and cannot slow the run down: the log keeps a bounded window and a
+cursor that falls out of it learns so (:class:`Gap`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+
+from .events import BaseEvent, now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events ``from_seq..to_seq`` fell out of the retained window before a reader got them."""
+
+    from_seq: int
+    to_seq: int
+
+
+class EventLog:
+    """An append-only, gapless, bounded log of one session's events.
+
+    Args:
+        session_id: Stamped on every event.
+        retain: How many of the newest events to keep for replay.
+
+    Example::
+
+        log = EventLog("s_1")
+        log.append(RunStarted(run_id="r_1", trigger="user"))
+        async for item in log.tail(after=0):
+            ...  # events, or a Gap when the cursor is older than the window
+    """
+
+    def __init__(self, session_id: str, *, retain: int = 10_000) -> None:
+        self.session_id = session_id
+        self._events: deque[BaseEvent] = deque(maxlen=retain)
+        self._head = 0
+        self._changed = anyio.Event()
+        self._closed = False
+
+    @property
+    def head_seq(self) -> int:
+        """The seq of the newest event (0 when empty)."""
+        return self._head
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest retained event (head + 1 when empty)."""
+        return self._head - len(self._events) + 1
+
+    def append(self, event: BaseEvent) -> BaseEvent:
+        """Stamp ``seq``, ``ts`` and ``session_id`` on the event and store it.
+
+        Returns:
+            The stamped event (events are frozen: this is a new object).
+        """
+        # [protocol] seq is per session, starting at 1, strictly increasing, gapless.
+        self._head += 1
+        stamped = dataclasses.replace(
+            event, seq=self._head, ts=event.ts or now_ms(), session_id=self.session_id
+        )
+        self._events.append(stamped)
+        self._changed.set()
+        self._changed = anyio.Event()
+        return stamped
+
+    def replay(self, after: int = 0) -> list[BaseEvent]:
+        """The retained events with ``seq > after``, oldest first."""
+        start = max(after - self.first_seq + 1, 0)
+        return list(itertools.islice(self._events, start, None))
+
+    def gap_after(self, after: int) -> Gap | None:
+        """The missing range when a cursor at ``after`` is older than the window."""
+        if after + 1 < self.first_seq:
+            return Gap(after + 1, self.first_seq - 1)
+        return None
+
+    async def wait_beyond(self, seq: int) -> None:
+        """Return once the log's head passes ``seq`` or the log is closed."""
+        while self._head <= seq and not self._closed:
+            await self._changed.wait()
+
+    def close(self) -> None:
+        """Wake every reader and let their tails end (the session is gone)."""
+        self._closed = True
+        self._changed.set()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    async def tail(self, after: int = 0) -> AsyncIterator[BaseEvent | Gap]:
+        """Replay everything after ``after``, then follow new events live.
+
+        Yields a :class:`Gap` first when ``after`` is older than the window. Ends
+        when the log is closed.
+        """
+        cursor = after
+        while True:
+            gap = self.gap_after(cursor)
+            if gap is not None:
+                yield gap
+                cursor = gap.to_seq
+            batch = self.replay(cursor)
+            for event in batch:
+                yield event
+            if batch:
+                cursor = batch[-1].seq
+            elif self._closed:
+                return
+            else:
+                await self.wait_beyond(cursor)

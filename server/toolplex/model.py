@@ -1,0 +1,142 @@
+"""The LLM: streaming chat completions through the ``openai`` SDK.
+
+Any OpenAI-compatible endpoint works (OpenAI, vLLM, Ollama, the scripted model).
+The runner sees the response as a stream of :data:`ModelChunk`: text, a call
+beginning, a fragment of a call's arguments, the finish reason, the usage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A fragment of the assistant's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallBegin:
+    """The model began tool call number ``index`` of this response."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallArgs:
+    """A fragment of call ``index``'s arguments JSON."""
+
+    index: int
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The response ended: ``stop``, ``tool_calls``, ``length`` or ``content_filter``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of the response, when the endpoint reports it."""
+
+    usage: dict[str, Any]
+
+
+ModelChunk = TextChunk | CallBegin | CallArgs | Finish | Usage
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the runner needs of a model: one streamed response per step."""
+
+    def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AsyncIterator[ModelChunk]:
+        """Stream one assistant response to ``messages`` with ``tools`` offered."""
+        ...
+
+
+class OpenAIModel:
+    """A model behind an OpenAI-compatible chat completions endpoint.
+
+    Args:
+        model: The model name (``gpt-4o-mini``, ``llama3.1``, ...).
+        base_url: Default: ``OPENAI_BASE_URL`` or OpenAI's.
+        api_key: Default: ``OPENAI_API_KEY``.
+        parallel_tool_calls: Let the model emit several calls in one response.
+        http_client: An ``httpx2.AsyncClient`` for the SDK (custom transport, proxies).
+        params: Extra request parameters (``temperature``, ...).
+
+    Example::
+
+        OpenAIModel("llama3.1", base_url="http://127.0.0.1:11434/v1", api_key="ollama")
+    """
+
+    def __init__(
+        self,
+        model: str = "gpt-4o-mini",
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        parallel_tool_calls: bool = True,
+        http_client: Any = None,
+        **params: Any,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        self.model = model
+        self.parallel_tool_calls = parallel_tool_calls
+        self.params = params
+        self.client = AsyncOpenAI(
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
+            http_client=http_client,
+        )
+
+    async def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AsyncIterator[ModelChunk]:
+        """Stream one response, translated to :data:`ModelChunk`."""
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self.params,
+        }
+        if tools:
+            request["tools"] = tools
+            request["parallel_tool_calls"] = self.parallel_tool_calls
+        response = await self.client.chat.completions.create(**request)
+        begun: set[int] = set()
+        try:
+            async for chunk in response:
+                if chunk.usage is not None:
+                    yield Usage(chunk.usage.model_dump(exclude_none=True))
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        yield TextChunk(delta.content)
+                    for call in (delta.tool_calls if delta is not None else None) or []:
+                        function = call.function
+                        if call.index not in begun:
+                            begun.add(call.index)
+                            name = (function.name if function else None) or ""
+                            yield CallBegin(call.index, call.id or f"call_{call.index}", name)
+                        if function is not None and function.arguments:
+                            yield CallArgs(call.index, function.arguments)
+                    if choice.finish_reason:
+                        # [protocol] completion of the last call is read from the
+                        # stream's structure: the finish reason, not a parse attempt.
+                        yield Finish(choice.finish_reason)
+        finally:
+            await response.close()

@@ -1,0 +1,478 @@
+"""One run: the model's stream and every tool call's stream merged into one channel.
+
+A call starts the moment its arguments are complete in the model's stream,
+read from the stream's structure (the next call begins, or the finish reason
+arrives), never from "the JSON happens to parse". Side-effecting tools wait for
+a clean end of the response. A decisive chunk cancels its siblings. The next
+model request carries one tool message per call, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import ObjectSendStream, TaskGroup
+
+from .calls import Executor, Outcome, Supervisor, ToolCall
+from .events import (
+    BaseEvent,
+    RunError,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    TextDelta,
+    TextEnd,
+    TextStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    ToolShortCircuit,
+    error_dict,
+)
+from .exceptions import InvalidArguments, UsageError
+from .limits import ThreadPool, Upstream, UpstreamLimit
+from .model import CallArgs, CallBegin, Finish, Model, TextChunk, Usage
+from .policy import Backoff, Clock
+from .session import Session, new_id
+from .tools import Tool
+
+logger = logging.getLogger("toolplex.runner")
+
+Trigger = Literal["user", "job", "resume"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Run-level guards. Each ends the run or refuses a call with a typed error.
+
+    Example::
+
+        Agent(tools=[...], limits=Limits(max_steps=8, run_deadline=120))
+    """
+
+    max_steps: int = 20
+    """Model calls per run (the loop guard): ``run.error`` code ``max_steps``."""
+    max_calls_per_step: int = 16
+    """Calls beyond it get ``tool.error`` code ``limit_exceeded``."""
+    max_concurrent_calls: int = 64
+    """Running calls per session beyond it get ``limit_exceeded``."""
+    run_deadline: float | None = None
+    """Nominal seconds for a whole run: ``run.error`` code ``deadline_exceeded``."""
+
+
+class _RunFailed(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+class Agent:
+    """Tools, a model and the policy to run them: the library's entry point.
+
+    Args:
+        tools: The tools the model may call (``@tool`` functions).
+        model: Default: :class:`~toolplex.ScriptedModel` (no key, no network).
+        instructions: A system message put before the history on every step.
+        limits: Run-level guards.
+        clock: Scales every timeout and backoff wait (tests use ``Clock(scale=0.001)``).
+        timeout_cap: No tool's timeout may exceed this (seconds, default 30).
+        upstreams: Rate/concurrency limits by upstream name.
+        threads: Worker threads sync tools may occupy (hung ones included).
+        cancel_grace: Real seconds a cancelled tool gets before it is abandoned.
+        backoff: The retry delay schedule (1, 2, 4 s).
+
+    Example::
+
+        agent = Agent(tools=[lookup, search])
+        async for event in agent.run("enrich acme.com"):
+            print(event.to_dict())
+    """
+
+    def __init__(
+        self,
+        tools: Iterable[Tool] = (),
+        model: Model | None = None,
+        *,
+        instructions: str | None = None,
+        limits: Limits | None = None,
+        clock: Clock | None = None,
+        timeout_cap: float = 30.0,
+        upstreams: Mapping[str, UpstreamLimit] | None = None,
+        threads: int = 16,
+        cancel_grace: float = 0.5,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.tools: dict[str, Tool] = {}
+        for item in tools:
+            if not isinstance(item, Tool):
+                raise UsageError(f"{item!r} is not a tool: decorate it with @tool")
+            if item.name in self.tools:
+                raise UsageError(f"two tools are named {item.name!r}")
+            self.tools[item.name] = item
+        if model is None:
+            from .scripted import ScriptedModel
+
+            model = ScriptedModel()
+        self.model = model
+        self.instructions = instructions
+        self.limits = limits or Limits()
+        self.clock = clock or Clock()
+        self.executor = Executor(
+            clock=self.clock,
+            timeout_cap=timeout_cap,
+            backoff=backoff or Backoff(),
+            pool=ThreadPool(threads),
+            upstreams={name: Upstream(name, lim) for name, lim in (upstreams or {}).items()},
+            supervisor=Supervisor(cancel_grace),
+        )
+
+    def session(self, session_id: str | None = None) -> Session:
+        """A new session (history, log, breakers) for a series of runs."""
+        return Session(id=session_id) if session_id else Session()
+
+    def tool_specs(self, session: Session) -> list[dict[str, Any]]:
+        """The tools the model sees in this session: open circuits are hidden."""
+        return [
+            tool.spec()
+            for tool in self.tools.values()
+            if self.executor.breaker_for(session, tool).allows_calls
+        ]
+
+    def start(
+        self, session: Session, input: Any, task_group: TaskGroup, *, trigger: Trigger = "user"
+    ) -> Run:
+        """Start a run in ``task_group``; its events go to the session's log."""
+        run = Run(self, session, input, trigger)
+        task_group.start_soon(run.execute)
+        return run
+
+    async def run(
+        self, input: Any, *, session: Session | None = None, trigger: Trigger = "user"
+    ) -> AsyncIterator[BaseEvent]:
+        """Run the agent on ``input`` and yield every event as it happens.
+
+        Breaking out of the loop cancels the run.
+
+        Args:
+            input: A user message, or a list of chat messages.
+            session: Continue this session (default: a new one).
+        """
+        run = Run(self, session or self.session(), input, trigger)
+        send, receive = anyio.create_memory_object_stream[BaseEvent](math.inf)
+        run.listeners.append(send)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.execute)
+            async with receive:
+                async for event in receive:
+                    yield event
+
+    async def aclose(self) -> None:
+        """Stop tool bodies still running in the background."""
+        await self.executor.supervisor.aclose()
+
+
+@dataclass(eq=False)
+class _Step:
+    number: int
+    message_id: str
+    calls: dict[int, ToolCall] = field(default_factory=dict)
+    dispatched: int = 0
+    text: list[str] = field(default_factory=list)
+    text_open: bool = False
+    finish: str | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    short_circuit_by: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.finish in {"stop", "tool_calls", "function_call"}
+
+
+class Run:
+    """One run of an agent in a session. Made by :meth:`Agent.start` or :meth:`Agent.run`."""
+
+    def __init__(self, agent: Agent, session: Session, input: Any, trigger: Trigger) -> None:
+        self.agent = agent
+        self.session = session
+        self.input = input
+        self.trigger = trigger
+        self.id = new_id("r")
+        self.scope = anyio.CancelScope()
+        self.cancel_requested = False
+        self.listeners: list[ObjectSendStream[BaseEvent]] = []
+        self.usage: dict[str, int] = {}
+        self.finished = anyio.Event()
+
+    def emit(self, cls: type[BaseEvent], **fields: Any) -> BaseEvent:
+        """Append an event of this run to the session's log and hand it to listeners."""
+        event = self.session.log.append(cls(run_id=self.id, **fields))
+        for listener in self.listeners:
+            listener.send_nowait(event)
+        return event
+
+    def cancel(self) -> None:
+        """Cancel the run: running calls end ``run_cancelled``, the run ``cancelled``."""
+        self.cancel_requested = True
+        self.scope.cancel()
+
+    async def execute(self) -> None:
+        """Run to exactly one ``run.finished`` or ``run.error``."""
+        self.session.runs[self.id] = self
+        self.session.touch()
+        try:
+            self.emit(RunStarted, trigger=self.trigger, input=self.input)
+            error = await self._guarded()
+            if error is not None:
+                self.emit(RunError, error=error)
+            else:
+                usage = dict(self.usage) or None
+                outcome = "cancelled" if self.cancel_requested else "success"
+                self.emit(RunFinished, outcome=outcome, usage=usage)
+        finally:
+            self.session.runs.pop(self.id, None)
+            self.finished.set()
+            for listener in self.listeners:
+                listener.close()
+
+    async def _guarded(self) -> dict[str, Any] | None:
+        deadline = self.agent.limits.run_deadline
+        try:
+            self._add_input()
+            with self.scope:
+                timer = anyio.move_on_after(self.agent.clock.real(deadline)) if deadline else None
+                with timer or nullcontext():
+                    await self._loop()
+                if timer is not None and timer.cancelled_caught:
+                    return error_dict("deadline_exceeded",
+                                      f"the run did not finish within {deadline:g} s")
+        except Exception as group:
+            exc = _leaf(group)
+            if isinstance(exc, _RunFailed):
+                return exc.error
+            logger.error("run %s failed: %r", self.id, exc, exc_info=exc)
+            return error_dict("model_error" if _from_model(exc) else "internal",
+                              f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _add_input(self) -> None:
+        if isinstance(self.input, str):
+            self.session.history.append({"role": "user", "content": self.input})
+            return
+        if not isinstance(self.input, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) for m in self.input
+        ):
+            raise _RunFailed(error_dict(
+                "invalid_input", "input must be a string or a list of {role, content} messages"))
+        self.session.history.extend(self.input)
+
+    async def _loop(self) -> None:
+        limit = self.agent.limits.max_steps
+        for number in range(1, limit + 1):
+            self.emit(StepStarted, step=number)
+            try:
+                more = await self._step(number)
+            finally:
+                self.emit(StepFinished, step=number)
+            if not more:
+                return
+        raise _RunFailed(error_dict(
+            "max_steps", f"stopped after {limit} steps: the model kept calling tools"))
+
+    def _messages(self) -> list[dict[str, Any]]:
+        system = [{"role": "system", "content": self.agent.instructions}]
+        return (system if self.agent.instructions else []) + list(self.session.history)
+
+    async def _step(self, number: int) -> bool:
+        step = _Step(number, new_id("m"))
+        specs = self.agent.tool_specs(self.session)
+        try:
+            async with anyio.create_task_group() as tg:
+                stream = self.agent.model.stream(self._messages(), specs)
+                try:
+                    async for chunk in stream:
+                        self._on_model_chunk(step, chunk, tg)
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                    self._end_text(step)
+                if step.finish is None:
+                    step.finish = "incomplete"
+                    self._finish_response(step, tg)
+        finally:
+            for call in step.calls.values():
+                if call.outcome is None:  # never dispatched, or refused while waiting
+                    self.agent.executor.cancelled(call, self.emit)
+                self.session.calls.pop(call.call_id, None)
+            self._record(step)
+        if not step.clean:
+            raise _RunFailed(error_dict(
+                "model_truncated",
+                f"the model's response ended with finish_reason={step.finish!r}; "
+                f"its {len(step.calls)} tool call(s) were discarded"))
+        return bool(step.calls)
+
+    def _on_model_chunk(self, step: _Step, chunk: Any, tg: TaskGroup) -> None:
+        if isinstance(chunk, TextChunk):
+            if not step.text_open:
+                step.text_open = True
+                self.emit(TextStart, message_id=step.message_id, role="assistant")
+            step.text.append(chunk.text)
+            self.emit(TextDelta, message_id=step.message_id, delta=chunk.text)
+        elif isinstance(chunk, CallBegin):
+            self._end_text(step)
+            # [runner] a new call index means every earlier call's arguments are complete.
+            for earlier in list(step.calls.values()):
+                if earlier.index < chunk.index:
+                    self._dispatch(step, earlier, tg)
+            self._begin_call(step, chunk.index, chunk.id, chunk.name)
+        elif isinstance(chunk, CallArgs):
+            call = step.calls.get(chunk.index) or self._begin_call(
+                step, chunk.index, f"call_{chunk.index}", "")
+            call.args_text += chunk.fragment
+            self.emit(ToolCallDelta, call_id=call.call_id, delta=chunk.fragment)
+        elif isinstance(chunk, Finish):
+            step.finish = chunk.reason
+            self._finish_response(step, tg)
+        elif isinstance(chunk, Usage):
+            for key, value in chunk.usage.items():
+                if isinstance(value, int):
+                    self.usage[key] = self.usage.get(key, 0) + value
+
+    def _begin_call(self, step: _Step, index: int, model_id: str, name: str) -> ToolCall:
+        call = ToolCall(call_id=new_id("c"), name=name, index=index, model_call_id=model_id,
+                        message_id=step.message_id, run_id=self.id)
+        step.calls[index] = call
+        self.session.calls[call.call_id] = call
+        self.emit(ToolCallStart, call_id=call.call_id, name=name, message_id=step.message_id)
+        if step.short_circuit_by is not None:
+            call.cancel("short_circuit", step.short_circuit_by)
+        return call
+
+    def _end_text(self, step: _Step) -> None:
+        if step.text_open:
+            step.text_open = False
+            self.emit(TextEnd, message_id=step.message_id)
+
+    def _finish_response(self, step: _Step, tg: TaskGroup) -> None:
+        self._end_text(step)
+        if step.clean:
+            for call in step.calls.values():
+                self._dispatch(step, call, tg)
+        else:
+            # [runner] a response cut off (length, content_filter) may have truncated
+            # arguments: calls already started are cancelled and discarded.
+            for call in step.calls.values():
+                call.cancel("discarded")
+        step.done.set()
+
+    def _dispatch(self, step: _Step, call: ToolCall, tg: TaskGroup) -> None:
+        if call.kwargs is not None or call.outcome is not None:
+            return
+        executor = self.agent.executor
+        try:
+            parsed = json.loads(call.args_text) if call.args_text.strip() else {}
+        except json.JSONDecodeError:
+            parsed = None
+        self.emit(ToolCallEnd, call_id=call.call_id,
+                  args=parsed if isinstance(parsed, dict) else {})
+        tool = self.agent.tools.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(self.agent.tools)) or "none"
+            executor.fail(call, self.emit, error_dict(
+                "unknown_tool", f"there is no tool named {call.name!r} (tools: {known})"))
+            return
+        call.tool = tool
+        try:
+            call.kwargs = tool.validate(call.args_text)
+        except InvalidArguments as exc:
+            executor.fail(call, self.emit, error_dict("invalid_args", str(exc)))
+            return
+        if call.cancel_reason is not None:
+            executor.cancelled(call, self.emit)
+            return
+        limits = self.agent.limits
+        if step.dispatched >= limits.max_calls_per_step:
+            executor.fail(call, self.emit, error_dict(
+                "limit_exceeded", f"more than {limits.max_calls_per_step} calls in one step"))
+            return
+        if self.session.running_calls >= limits.max_concurrent_calls:
+            executor.fail(call, self.emit, error_dict(
+                "limit_exceeded",
+                f"the session already runs {limits.max_concurrent_calls} calls"))
+            return
+        step.dispatched += 1
+        self.session.running_calls += 1
+        tg.start_soon(self._run_call, step, call)
+
+    async def _run_call(self, step: _Step, call: ToolCall) -> None:
+        assert call.tool is not None
+        try:
+            if call.tool.side_effects:
+                # [runner] a write never starts before the response ends cleanly.
+                with call.scope:
+                    await step.done.wait()
+                call.scope = anyio.CancelScope()  # a scope serves one `with` block only
+            if call.cancel_reason is not None:
+                self.agent.executor.cancelled(call, self.emit)
+                return
+            await self.agent.executor.run(call, self.session, self.emit, self._on_chunk(step))
+        finally:
+            self.session.running_calls -= 1
+
+    def _on_chunk(self, step: _Step) -> Any:
+        def check(call: ToolCall, chunk: Any) -> None:
+            decisive = call.tool.decisive if call.tool else None
+            if decisive is None or step.short_circuit_by is not None:
+                return
+            try:
+                hit = bool(decisive(chunk))
+            except Exception:
+                logger.exception("decisive predicate of %s raised", call.name)
+                return
+            if not hit:
+                return
+            step.short_circuit_by = call.call_id
+            siblings = [c for c in step.calls.values() if c is not call and c.outcome is None]
+            self.emit(ToolShortCircuit, call_id=call.call_id,
+                      cancelled_call_ids=[c.call_id for c in siblings])
+            for sibling in siblings:
+                sibling.cancel("short_circuit", call.call_id)
+
+        return check
+
+    def _record(self, step: _Step) -> None:
+        """Put the step's assistant message and one tool message per call into history."""
+        text = "".join(step.text)
+        calls = sorted(step.calls.values(), key=lambda c: c.index)
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls and step.clean:
+            message["tool_calls"] = [
+                {"id": c.model_call_id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.args_text or "{}"}}
+                for c in calls
+            ]
+        if text or message.get("tool_calls"):
+            self.session.history.append(message)
+        if calls and step.clean:
+            for call in calls:
+                outcome = call.outcome or Outcome("cancelled", reason="run_cancelled")
+                self.session.history.append({"role": "tool", "tool_call_id": call.model_call_id,
+                                             "content": outcome.for_model()})
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (possibly nested) task-group exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _from_model(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in {"openai", "httpx", "httpx2"}

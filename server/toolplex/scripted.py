@@ -1,0 +1,303 @@
+"""The scripted model: a deterministic LLM that speaks OpenAI's streaming wire format.
+
+It is the embedded default (no key, no network). Its responses travel as real
+``chat.completion.chunk`` server-sent events through the ``openai`` SDK, so the
+demo and the tests run the same parsing code as a real model. In-process it is
+reached through an httpx transport that streams (httpx's ASGI transport buffers
+whole bodies); :meth:`ScriptedModel.asgi_app` serves it on a port for others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+
+from .model import OpenAIModel
+
+Results = dict[str, Any]
+"""Earlier tool outputs of the conversation by tool name (the latest wins), and
+``input``: the text of the latest user message."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """A tool call in a scripted step.
+
+    ``args`` is a dict (its strings may hold ``{{tool.path}}`` templates filled
+    from earlier results) or a function of the earlier results.
+    """
+
+    name: str
+    args: Mapping[str, Any] | Callable[[Results], Mapping[str, Any]] = field(default_factory=dict)
+    after: float = 0.0
+    """Seconds to wait before this call begins streaming."""
+    raw: str | None = None
+    """Send this text as the arguments verbatim (to script invalid JSON)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted model response: optional text, then tool calls."""
+
+    text: str | Callable[[Results], str] = ""
+    calls: Sequence[Call] = ()
+    delay: float = 0.0
+    """Seconds before the first chunk (model latency)."""
+    token_delay: float = 0.0
+    arg_delay: float = 0.0
+    """Seconds between argument fragments."""
+    arg_fragments: int = 3
+    finish: str | None = None
+    """Override the finish reason (``length`` scripts a cut-off response)."""
+
+
+Script = Sequence[Step]
+
+
+def _lookup(results: Results, path: str) -> Any:
+    value: Any = results
+    for part in path.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+_TEMPLATE = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
+
+
+def _fill(value: Any, results: Results) -> Any:
+    if isinstance(value, str):
+        whole = _TEMPLATE.fullmatch(value)
+        if whole:
+            return _lookup(results, whole.group(1))
+        return _TEMPLATE.sub(lambda m: str(_lookup(results, m.group(1))), value)
+    if isinstance(value, dict):
+        return {k: _fill(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, results) for v in value]
+    return value
+
+
+def _results(messages: Sequence[Mapping[str, Any]]) -> Results:
+    names: dict[str, str] = {}
+    results: Results = {}
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            names[call["id"]] = call["function"]["name"]
+        if message.get("role") == "tool" and message.get("tool_call_id") in names:
+            content = message.get("content")
+            try:
+                value = json.loads(content) if isinstance(content, str) else content
+            except json.JSONDecodeError:
+                value = content
+            results[names[message["tool_call_id"]]] = value
+        if message.get("role") == "user":
+            results["input"] = str(message.get("content", ""))
+    return results
+
+
+def _split(text: str, parts: int) -> list[str]:
+    if parts <= 1 or len(text) < parts:
+        return [text]
+    size = -(-len(text) // parts)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class ScriptedModel(OpenAIModel):
+    """A deterministic model driven by scripts, reached through the real SDK.
+
+    Args:
+        script: The steps of the one script (a list of :class:`Step`).
+        scripts: Several scripts by keyword: the first keyword found in the
+            conversation's latest user message picks the script.
+        default: The script when no keyword matches (default: a short reply).
+        repeat_last: Repeat the last step forever (for loop-guard tests).
+
+    The step number is the count of assistant messages since the latest user
+    message, so the same model serves any number of sessions at once.
+
+    Example::
+
+        ScriptedModel([
+            Step(calls=[Call("lookup", {"domain": "acme.com"})]),
+            Step(text="Acme employs {{lookup.employees}} people."),
+        ])
+    """
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        scripts: Mapping[str, Script] | None = None,
+        default: Script | None = None,
+        repeat_last: bool = False,
+    ) -> None:
+        self.scripts: dict[str, Script] = dict(scripts or {})
+        self.default: Script = (
+            script if script is not None else default or [Step(text="Hello from toolplex.")]
+        )
+        self.repeat_last = repeat_last
+        self.requests: list[dict[str, Any]] = []
+        """Every request body received, for tests to inspect."""
+        http_client = httpx2.AsyncClient(transport=_Transport(self), timeout=None)
+        super().__init__(
+            "scripted", base_url="http://scripted.local/v1", api_key="scripted",
+            http_client=http_client,
+        )
+
+    def pick(self, messages: Sequence[Mapping[str, Any]]) -> tuple[Script, int]:
+        """The script and step number for a conversation."""
+        last_user = max(
+            (i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1
+        )
+        step = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")
+        text = str(messages[last_user].get("content", "")).lower() if last_user >= 0 else ""
+        for keyword, script in self.scripts.items():
+            if keyword.lower() in text:
+                return script, step
+        return self.default, step
+
+    def plan(self, body: dict[str, Any]) -> tuple[Step, str, list[str]]:
+        """The step answering ``body``: its text and each call's arguments, filled in.
+
+        Raises:
+            ValueError: A template names no earlier result.
+        """
+        self.requests.append(body)
+        messages = body.get("messages", [])
+        script, number = self.pick(messages)
+        if number < len(script):
+            step = script[number]
+        elif self.repeat_last and script:
+            step = script[-1]
+        else:
+            step = Step(text="(end of script)")
+        results = _results(messages)
+        try:
+            text = step.text(results) if callable(step.text) else _fill(step.text, results)
+            arguments = [
+                call.raw if call.raw is not None
+                else json.dumps(call.args(results) if callable(call.args)
+                                else _fill(call.args, results))
+                for call in step.calls
+            ]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"script step {number}: no earlier result for {exc}") from None
+        return step, str(text), arguments
+
+    async def _stream(
+        self, body: dict[str, Any], step: Step, text: str, arguments: list[str]
+    ) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        response_id = f"chatcmpl-{len(self.requests)}"
+
+        def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            chunk = {
+                "id": response_id, "object": "chat.completion.chunk", "created": created,
+                "model": "scripted",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        if step.delay:
+            await anyio.sleep(step.delay)
+        yield frame({"role": "assistant", "content": ""})
+        for token in re.findall(r"\S+\s*|\s+", text):
+            if step.token_delay:
+                await anyio.sleep(step.token_delay)
+            yield frame({"content": token})
+        for index, (call, args) in enumerate(zip(step.calls, arguments, strict=True)):
+            if call.after:
+                await anyio.sleep(call.after)
+            call_id = f"call_{len(self.requests)}_{index}"
+            yield frame({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                         "function": {"name": call.name, "arguments": ""}}]})
+            for fragment in _split(args, step.arg_fragments):
+                if step.arg_delay:
+                    await anyio.sleep(step.arg_delay)
+                yield frame({"tool_calls": [{"index": index,
+                                             "function": {"arguments": fragment}}]})
+        finish = step.finish or ("tool_calls" if step.calls else "stop")
+        yield frame({}, finish)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt = len(json.dumps(body.get("messages", []))) // 4
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(text) // 4 + 1}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            chunk = {"id": response_id, "object": "chat.completion.chunk", "created": created,
+                     "model": "scripted", "choices": [], "usage": usage}
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    async def respond(self, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
+        """Status and body for a request: 400 with the reason when the script cannot answer."""
+        try:
+            step, text, arguments = self.plan(body)
+        except ValueError as exc:
+            error = {"error": {"message": str(exc), "type": "invalid_request_error"}}
+
+            async def once() -> AsyncIterator[bytes]:
+                yield json.dumps(error).encode()
+
+            return 400, once()
+        return 200, self._stream(body, step, text, arguments)
+
+    def asgi_app(self) -> Callable[..., Any]:
+        """A bare ASGI app serving ``POST /v1/chat/completions`` for other programs."""
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            if scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b"not found"})
+                return
+            raw = b""
+            while True:
+                message = await receive()
+                raw += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            status, parts = await self.respond(json.loads(raw))
+            kind = b"text/event-stream" if status == 200 else b"application/json"
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", kind)]})
+            async for part in parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        return app
+
+
+class _Body(httpx2.AsyncByteStream):
+    def __init__(self, parts: AsyncIterator[bytes]) -> None:
+        self._parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._parts:
+            yield part
+
+    async def aclose(self) -> None:
+        await self._parts.aclose()  # type: ignore[attr-defined]
+
+
+class _Transport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport that answers in-process and streams as it goes."""
+
+    def __init__(self, model: ScriptedModel) -> None:
+        self._model = model
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        status, parts = await self._model.respond(json.loads(await request.aread()))
+        kind = "text/event-stream" if status == 200 else "application/json"
+        return httpx2.Response(
+            status,
+            headers={"content-type": kind},
+            stream=_Body(parts),
+            request=request,
+        )
