@@ -23,6 +23,7 @@ from .model import Model, OpenAIModel
 from .policy import Backoff, Clock
 from .runner import Agent, Limits, Run
 from .scripted import Call, ScriptedModel, Step
+from .server import Settings, create_app
 from .session import Session
 from .tools import Tool, tool
 
@@ -46,6 +47,7 @@ __all__ = [
     "Run",
     "ScriptedModel",
     "Session",
+    "Settings",
     "Step",
     "Tool",
     "ToolCall",
@@ -54,5 +56,6 @@ __all__ = [
     "ToolplexError",
     "UpstreamLimit",
     "UsageError",
+    "create_app",
     "tool",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -48,6 +48,8 @@ class EventLog:
         self._head = 0
         self._changed = anyio.Event()
         self._closed = False
+        self.observers: list[Callable[[BaseEvent], None]] = []
+        """Called with each stamped event on append (metrics, mirrors)."""
 
     @property
     def head_seq(self) -> int:
@@ -73,12 +75,15 @@ class EventLog:
         self._events.append(stamped)
         self._changed.set()
         self._changed = anyio.Event()
+        for observe in self.observers:
+            observe(stamped)
         return stamped
 
-    def replay(self, after: int = 0) -> list[BaseEvent]:
-        """The retained events with ``seq > after``, oldest first."""
+    def replay(self, after: int = 0, limit: int | None = None) -> list[BaseEvent]:
+        """The retained events with ``seq > after``, oldest first (at most ``limit``)."""
         start = max(after - self.first_seq + 1, 0)
-        return list(itertools.islice(self._events, start, None))
+        stop = None if limit is None else start + limit
+        return list(itertools.islice(self._events, start, stop))
 
     def gap_after(self, after: int) -> Gap | None:
         """The missing range when a cursor at ``after`` is older than the window."""

@@ -210,6 +210,7 @@ class Run:
         self.listeners: list[ObjectSendStream[BaseEvent]] = []
         self.usage: dict[str, int] = {}
         self.finished = anyio.Event()
+        session.runs[self.id] = self  # at once: a second start must see this run
 
     def emit(self, cls: type[BaseEvent], **fields: Any) -> BaseEvent:
         """Append an event of this run to the session's log and hand it to listeners."""
@@ -225,11 +226,12 @@ class Run:
 
     async def execute(self) -> None:
         """Run to exactly one ``run.finished`` or ``run.error``."""
-        self.session.runs[self.id] = self
         self.session.touch()
+        ended = False
         try:
             self.emit(RunStarted, trigger=self.trigger, input=self.input)
             error = await self._guarded()
+            ended = True
             if error is not None:
                 self.emit(RunError, error=error)
             else:
@@ -237,7 +239,12 @@ class Run:
                 outcome = "cancelled" if self.cancel_requested else "success"
                 self.emit(RunFinished, outcome=outcome, usage=usage)
         finally:
+            if not ended:
+                # [protocol] every run.started gets exactly one terminal event, also
+                # when an enclosing scope (server shutdown) cancels the run.
+                self.emit(RunFinished, outcome="cancelled")
             self.session.runs.pop(self.id, None)
+            self.session.touch()
             self.finished.set()
             for listener in self.listeners:
                 listener.close()

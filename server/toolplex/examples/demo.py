@@ -1,0 +1,31 @@
+"""The demo agent ``toolplex serve`` runs by default: every example, one model.
+
+The scripted model picks a script by keyword in the user's message:
+"search" races three search sources, anything else enriches a company.
+"""
+
+from __future__ import annotations
+
+from ..limits import UpstreamLimit
+from ..model import Model
+from ..runner import Agent
+from ..scripted import ScriptedModel
+from . import enrichment, search_race
+
+
+def demo_model() -> ScriptedModel:
+    """The scripted model with every example's script."""
+    return ScriptedModel(
+        scripts={"search": search_race.SCRIPT, "enrich": enrichment.SCRIPT},
+        default=enrichment.SCRIPT,
+    )
+
+
+def demo_agent(model: Model | None = None) -> Agent:
+    """Every example tool, on ``model`` (default: :func:`demo_model`)."""
+    return Agent(
+        tools=[*enrichment.TOOLS, *search_race.TOOLS],
+        model=model or demo_model(),
+        instructions="You are a sales research assistant. Use the tools; be brief.",
+        upstreams={"apollo": UpstreamLimit(concurrency=4, rate=10)},
+    )

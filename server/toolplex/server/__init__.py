@@ -1,0 +1,8 @@
+"""The server: a thin Starlette transport over the runtime's event log."""
+
+from __future__ import annotations
+
+from .app import create_app
+from .settings import Settings
+
+__all__ = ["Settings", "create_app"]

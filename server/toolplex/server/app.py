@@ -1,0 +1,80 @@
+"""``create_app``: the Starlette app over an agent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from ..runner import Agent
+from . import routes
+from .auth import install_redaction
+from .hub import Hub
+from .settings import Settings
+from .ws import websocket_endpoint
+
+_NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
+<p>The demo page lives in the repository's <code>client_js/</code>; run the server from a
+checkout (<code>pip install -e .</code>) to serve it.</p>"""
+
+
+def create_app(agent: Agent | None = None, *, settings: Settings | None = None) -> Starlette:
+    """The Starlette app speaking PROTOCOL.md over ``agent``.
+
+    Args:
+        agent: Default: the demo agent (scripted model, example tools).
+        settings: Edge behaviour (origins, limits, slow readers); see :class:`Settings`.
+
+    Example::
+
+        app = create_app(Agent(tools=[lookup]))
+        uvicorn.run(app, ws_max_size=1 << 20, ws_per_message_deflate=False)
+    """
+    if agent is None:
+        from ..examples.demo import demo_agent
+
+        agent = demo_agent()
+    settings = settings or Settings()
+    hub = Hub(agent, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_redaction()
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.serve)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def index(request: Request) -> Response:
+        page = settings.static_dir / "demo" / "index.html" if settings.static_dir else None
+        if page is not None and page.is_file():
+            return FileResponse(page)
+        return HTMLResponse(_NO_DEMO)
+
+    route_list = [
+        Route("/", index),
+        Route("/healthz", routes.healthz),
+        Route("/metrics", routes.metrics),
+        Route("/v1/sessions", routes.create_session, methods=["POST"]),
+        WebSocketRoute("/v1/sessions/{session_id}/ws", websocket_endpoint),
+        Route("/v1/sessions/{session_id}/events", routes.events),
+        Route("/v1/sessions/{session_id}/runs", routes.start_run, methods=["POST"]),
+        Route("/v1/sessions/{session_id}/runs/{run_id}/cancel", routes.cancel_run,
+              methods=["POST"]),
+        Route("/v1/sessions/{session_id}/calls/{call_id}/cancel", routes.cancel_call,
+              methods=["POST"]),
+        Route("/v1/jobs/{job_id}/complete", routes.complete_job, methods=["POST"]),
+    ]
+    if settings.static_dir is not None:
+        route_list.append(Mount("/static", StaticFiles(directory=settings.static_dir)))
+    app = Starlette(routes=route_list, lifespan=lifespan)
+    app.state.hub = hub
+    return app

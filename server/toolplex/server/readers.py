@@ -1,0 +1,118 @@
+"""What a reader receives: the log from its cursor, gaps, and coalesced deltas when it lags.
+
+A reader holds only a cursor into the session's log, so a reader that never
+reads costs no memory. When it falls ``reader_queue`` events behind, runs of
+deltas of the same message or call are merged into one frame (``from_seq``
+says where the merged range began); if it stays ``reader_max_lag`` behind for
+longer than ``send_timeout``, :class:`SlowReader` ends it: the client resumes
+from its last seq on a new connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..events import BaseEvent
+from ..session import Session
+from .settings import Settings
+
+_BATCH = 256
+_MERGE_KEYS = {
+    "text.delta": ("message_id",),
+    "tool.call.delta": ("call_id",),
+    "tool.output.delta": ("call_id", "attempt"),
+}
+
+
+class SlowReader(Exception):
+    """The reader stayed too far behind; it should reconnect and resume."""
+
+    def __init__(self, cursor: int, lag: int) -> None:
+        super().__init__(f"reader at seq {cursor} is {lag} events behind")
+        self.cursor = cursor
+        self.lag = lag
+
+
+def _mergeable(last: dict[str, Any], event: dict[str, Any]) -> bool:
+    keys = _MERGE_KEYS.get(event["type"])
+    if keys is None or last["type"] != event["type"]:
+        return False
+    if any(last.get(k) != event.get(k) for k in keys):
+        return False
+    if event["type"] == "tool.output.delta":
+        return isinstance(last["data"], str) and isinstance(event["data"], str)
+    return True
+
+
+def coalesce(events: list[BaseEvent]) -> list[dict[str, Any]]:
+    """Merge consecutive deltas of the same message/call; every other event is kept.
+
+    A merged frame carries the last merged ``seq`` and ``from_seq``, the first.
+    """
+    out: list[dict[str, Any]] = []
+    for event in events:
+        wire = event.to_dict()
+        last = out[-1] if out else None
+        if last is not None and _mergeable(last, wire):
+            last.setdefault("from_seq", last["seq"])
+            last["seq"], last["ts"] = wire["seq"], wire["ts"]
+            if wire["type"] == "tool.output.delta":
+                last["data"] += wire["data"]
+                last["to_index"] = wire["index"]
+            else:
+                last["delta"] += wire["delta"]
+            continue
+        out.append(wire)
+    return out
+
+
+def hello(session: Session, resume_from: int) -> dict[str, Any]:
+    """The ``stream.hello`` frame that opens every connection (not logged)."""
+    return {"type": "stream.hello", "session_id": session.id,
+            "head_seq": session.log.head_seq, "resume_from": resume_from}
+
+
+async def frames(
+    session: Session, after: int, settings: Settings, *, counters: dict[str, int] | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Every frame a reader with cursor ``after`` gets, live, until the log closes.
+
+    Raises:
+        SlowReader: The reader stayed ``reader_max_lag`` behind too long.
+    """
+    log = session.log
+    cursor = after
+    behind_since: float | None = None
+    while True:
+        gap = log.gap_after(cursor)
+        if gap is not None:
+            # [protocol] after older than the retained log: stream.gap, then a snapshot.
+            yield {"type": "stream.gap", "from_seq": gap.from_seq, "to_seq": gap.to_seq}
+            yield {"type": "stream.snapshot", "session_id": session.id,
+                   "messages": list(session.history)}
+            cursor = gap.to_seq
+        lag = log.head_seq - cursor
+        if lag > settings.reader_max_lag:
+            behind_since = behind_since or time.monotonic()
+            if time.monotonic() - behind_since > settings.send_timeout:
+                raise SlowReader(cursor, lag)
+        else:
+            behind_since = None
+        batch = log.replay(cursor, _BATCH)
+        if batch:
+            cursor = batch[-1].seq
+            if lag > settings.reader_queue:
+                merged = coalesce(batch)
+                if counters is not None:
+                    counters["coalesced"] = counters.get("coalesced", 0) + len(batch) - len(merged)
+                for frame in merged:
+                    yield frame
+            else:
+                for event in batch:
+                    yield event.to_dict()
+        elif log.closed:
+            return
+        else:
+            await log.wait_beyond(cursor)

@@ -1,0 +1,179 @@
+"""The HTTP routes: sessions, SSE tail, runs, cancels, health and metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..events import TERMINAL_RUN_TYPES
+from ..exceptions import ProtocolError
+from ..session import Session
+from .auth import token_of
+from .commands import JobComplete, RunStart, parse_command, parse_json
+from .hub import Hub
+from .readers import SlowReader, frames, hello
+
+_STATUS = {"bad_json": 400, "bad_command": 422, "unknown_command": 400, "run_active": 409,
+           "unknown_run": 404, "unknown_call": 404, "unknown_job": 404, "job_finished": 409,
+           "too_large": 413, "bad_cursor": 400}
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def _error(code: str, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}},
+                        status_code=status or _STATUS.get(code, 400))
+
+
+def _refused() -> JSONResponse:
+    # [protocol] the same answer for a wrong token and an unknown session.
+    return JSONResponse({"error": {"code": "unauthorized",
+                                   "message": "missing or invalid session token"}},
+                        status_code=401, headers={"www-authenticate": "Bearer"})
+
+
+def _session(request: Request) -> Session | None:
+    return _hub(request).store.authorize(request.path_params["session_id"], token_of(request))
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > _hub(request).settings.max_frame_bytes:
+        raise ProtocolError("too_large", "the request body is too large")
+    return parse_json(raw) if raw.strip() else {}
+
+
+def _sse(frame: dict[str, Any]) -> ServerSentEvent:
+    seq = frame.get("seq") if not frame["type"].startswith("stream.") else None
+    data = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    # [protocol] id: <seq> on every logged event; LF line endings only.
+    return ServerSentEvent(data=data, id=str(seq) if seq is not None else None, sep="\n")
+
+
+def _event_stream(hub: Hub, content: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    return EventSourceResponse(
+        content, ping=hub.settings.heartbeat, sep="\n", send_timeout=hub.settings.send_timeout,
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+async def create_session(request: Request) -> Response:
+    """``POST /v1/sessions`` -> ``{session_id, token}``."""
+    session = _hub(request).create_session()
+    return JSONResponse({"session_id": session.id, "token": session.token}, status_code=201)
+
+
+async def events(request: Request) -> Response:
+    """``GET /v1/sessions/{id}/events``: SSE tail from Last-Event-ID or ``?after=``."""
+    hub = _hub(request)
+    session = _session(request)
+    if session is None:
+        return _refused()
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        after = max(int(raw), 0)
+    except ValueError:
+        return _error("bad_cursor", f"the cursor must be a seq, got {raw!r}")
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        hub.store.readers[session.id] = hub.store.readers.get(session.id, 0) + 1
+        hub.metrics.readers.labels("sse").inc()
+        try:
+            yield _sse(hello(session, after))
+            async for frame in frames(session, after, hub.settings):
+                yield _sse(frame)
+        except SlowReader:
+            hub.metrics.reader_drops.labels("disconnected").inc()
+        finally:
+            hub.store.readers[session.id] -= 1
+            hub.metrics.readers.labels("sse").dec()
+            session.touch()
+
+    return _event_stream(hub, stream())
+
+
+async def start_run(request: Request) -> Response:
+    """``POST /v1/sessions/{id}/runs``: 202 ``{run_id}``, or the run's events as SSE."""
+    hub = _hub(request)
+    session = _session(request)
+    if session is None:
+        return _refused()
+    try:
+        body = await _body(request)
+        command = parse_command({**body, "type": "run.start"} if isinstance(body, dict) else body)
+        assert isinstance(command, RunStart)
+        head = session.log.head_seq
+        run = hub.start_run(session, command.input)
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message)
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return JSONResponse({"run_id": run.id}, status_code=202)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        async for frame in frames(session, head, hub.settings):
+            if frame.get("run_id") != run.id:
+                continue
+            yield _sse(frame)
+            if frame["type"] in TERMINAL_RUN_TYPES:
+                return
+
+    return _event_stream(hub, stream())
+
+
+async def cancel_run(request: Request) -> Response:
+    """``POST /v1/sessions/{id}/runs/{run_id}/cancel``."""
+    session = _session(request)
+    if session is None:
+        return _refused()
+    try:
+        _hub(request).cancel_run(session, request.path_params["run_id"])
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message)
+    return JSONResponse({"ok": True}, status_code=202)
+
+
+async def cancel_call(request: Request) -> Response:
+    """``POST /v1/sessions/{id}/calls/{call_id}/cancel``."""
+    session = _session(request)
+    if session is None:
+        return _refused()
+    try:
+        _hub(request).cancel_call(session, request.path_params["call_id"])
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message)
+    return JSONResponse({"ok": True}, status_code=202)
+
+
+async def complete_job(request: Request) -> Response:
+    """``POST /v1/jobs/{job_id}/complete``: a person finishes a job (session token)."""
+    hub = _hub(request)
+    try:
+        body = await _body(request)
+        command = parse_command({"output": body.get("output") if isinstance(body, dict) else body,
+                                 "type": "job.complete", "job_id": request.path_params["job_id"]})
+        assert isinstance(command, JobComplete)
+        session = hub.session_of_job(command.job_id, token_of(request))
+        if session is None:
+            return _refused()
+        hub.complete_job(session, command.job_id, command.output)
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message)
+    return JSONResponse({"ok": True}, status_code=202)
+
+
+async def healthz(request: Request) -> Response:
+    """``GET /healthz``: liveness."""
+    return JSONResponse({"status": "ok", "sessions": len(_hub(request).store)})
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text."""
+    return Response(_hub(request).metrics.render(),
+                     media_type="text/plain; version=0.0.4; charset=utf-8")

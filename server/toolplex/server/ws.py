@@ -1,0 +1,154 @@
+"""The WebSocket transport: ``stream.hello``, then events; commands in."""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import suppress
+from typing import Any
+
+import anyio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..exceptions import ProtocolError
+from ..session import Session
+from .auth import SUBPROTOCOL, origin_allowed, token_of
+from .commands import Subscribe, command_error, parse_command, parse_json
+from .hub import Hub
+from .readers import SlowReader, frames, hello
+
+logger = logging.getLogger("toolplex.server.ws")
+
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_BAD_DATA = 1007
+CLOSE_SLOW = 4008
+
+
+class _Connection:
+    def __init__(self, ws: WebSocket, hub: Hub, session: Session) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.session = session
+        self.lock = anyio.Lock()
+        self.reader: anyio.CancelScope | None = None
+        self.bad_frames = 0
+        self.slow: SlowReader | None = None
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        async with self.lock:
+            with anyio.fail_after(self.hub.settings.send_timeout):
+                await self.ws.send_text(text)
+
+    def subscribe(self, tg: anyio.abc.TaskGroup, after: int) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        scope = self.reader = anyio.CancelScope()
+        tg.start_soon(self._read_log, scope, after)
+
+    async def _read_log(self, scope: anyio.CancelScope, after: int) -> None:
+        with scope:
+            await self.send(hello(self.session, after))
+            counters: dict[str, int] = {}
+            try:
+                async for frame in frames(self.session, after, self.hub.settings,
+                                          counters=counters):
+                    await self.send(frame)
+            except (SlowReader, TimeoutError) as exc:
+                self.slow = exc if isinstance(exc, SlowReader) else SlowReader(-1, -1)
+                self.hub.metrics.reader_drops.labels("disconnected").inc()
+                scope.cancel()
+                raise _Stop(CLOSE_SLOW, "too slow: reconnect and resume from your last seq")
+            finally:
+                if counters.get("coalesced"):
+                    self.hub.metrics.reader_drops.labels("coalesced").inc(counters["coalesced"])
+            if self.session.log.closed:
+                raise _Stop(1001, "the session ended")
+
+    async def handle(self, tg: anyio.abc.TaskGroup, message: dict[str, Any]) -> None:
+        raw = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        if len(raw) > self.hub.settings.max_frame_bytes:
+            raise _Stop(CLOSE_TOO_BIG, "frame too large")
+        ref = None
+        try:
+            data = parse_json(raw)
+            if isinstance(data, dict) and isinstance(data.get("ref"), str):
+                ref = data["ref"]
+            command = parse_command(data)
+            if isinstance(command, Subscribe):
+                self.subscribe(tg, command.after)
+                return
+            self.hub.execute(self.session, command)
+        except ProtocolError as exc:
+            if exc.code == "bad_json":
+                self.bad_frames += 1
+                if self.bad_frames >= 2:
+                    # [protocol] the connection stays open unless not JSON at all twice.
+                    raise _Stop(CLOSE_BAD_DATA, "two frames were not JSON") from None
+            await self.send(command_error(exc, ref))
+
+
+class _Stop(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    """``GET /v1/sessions/{id}/ws``."""
+    hub: Hub = ws.app.state.hub
+    if not origin_allowed(ws, hub.settings.allowed_origins):
+        await ws.close(code=CLOSE_POLICY)  # before accept: the handshake is refused
+        return
+    session = hub.store.authorize(ws.path_params["session_id"], token_of(ws))
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    if session is None:
+        # [protocol] a wrong token is refused before any event, revealing nothing.
+        await ws.close(code=CLOSE_POLICY, reason="unauthorized")
+        return
+    hub.store.readers[session.id] = hub.store.readers.get(session.id, 0) + 1
+    hub.metrics.readers.labels("ws").inc()
+    conn = _Connection(ws, hub, session)
+    close: tuple[int, str] | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            after = ws.query_params.get("after")
+            if after is not None:
+                conn.subscribe(tg, _cursor(after))
+            try:
+                while True:
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    await conn.handle(tg, message)
+            finally:
+                tg.cancel_scope.cancel()
+    except* _Stop as group:
+        stop = group.exceptions[0]
+        assert isinstance(stop, _Stop)
+        close = (stop.code, stop.reason)
+    except* WebSocketDisconnect:
+        pass
+    except* Exception:
+        logger.exception("websocket failed", extra={"session_id": session.id})
+        close = (CLOSE_INTERNAL, "internal error")
+    finally:
+        hub.store.readers[session.id] -= 1
+        hub.metrics.readers.labels("ws").dec()
+        session.touch()
+    if close is not None:
+        with anyio.move_on_after(1), suppress(Exception):
+            await ws.close(code=close[0], reason=close[1])
+
+
+def _cursor(value: str) -> int:
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 0
