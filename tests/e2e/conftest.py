@@ -72,3 +72,60 @@ def serve() -> Iterator[Callable[..., Served]]:
     yield start
     while stack:
         stack.pop().__exit__(None, None, None)
+
+
+@dataclass
+class Process:
+    """A server in its own process (so its memory can be measured apart)."""
+
+    http: str
+    ws: str
+    pid: int
+
+    def rss_mib(self) -> float:
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[[str], Process]]:
+    """``serve_process("tests.e2e.apps:firehose_app")`` runs uvicorn in a subprocess."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(factory: str) -> Process:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning", "--ws-max-size", str(1 << 20),
+             "--ws-per-message-deflate", "false"])
+        started.append(proc)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the server process did not start") from None
+                time.sleep(0.05)
+        return Process(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", proc.pid)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import resource
 from typing import Any
 
 import anyio
@@ -205,26 +203,18 @@ async def test_healthz_and_metrics(serve) -> None:
     assert "toolplex_readers" in metrics
 
 
-def _rss_mib() -> float:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def test_a_reader_that_never_reads_hurts_neither_run_nor_memory(serve) -> None:
-    # 1500 chunks of 16 KiB: 24 MiB through a reader that never reads.
-    settings = Settings(log_retain=500, reader_queue=100, reader_max_lag=400,
-                        send_timeout=0.5)
-    served = serve(_agent(ticks=1500, size=16384, pause=0), settings)
-    sid, token = served.session()
+async def test_a_reader_that_never_reads_hurts_neither_run_nor_memory(serve_process) -> None:
+    # The server runs in its own process so that only its memory is measured: 48 MiB
+    # stream through a reader that never reads while another reader follows live.
+    served = serve_process("tests.e2e.apps:firehose_app")
+    async with httpx.AsyncClient() as client:
+        created = (await client.post(f"{served.http}/v1/sessions")).json()
+    sid, token = created["session_id"], created["token"]
     url = f"{served.ws}/v1/sessions/{sid}/ws?token={token}"
-    before = _rss_mib()
 
-    async def follow() -> tuple[dict[str, Any], int]:
+    async def follow() -> dict[str, Any]:
         """A live reader: when dropped as slow (4008) it resumes from its seq."""
-        cursor, resumes = 0, 0
+        cursor = 0
         while True:
             try:
                 async with connect(f"{url}&after={cursor}", max_size=None) as live:
@@ -232,23 +222,26 @@ async def test_a_reader_that_never_reads_hurts_neither_run_nor_memory(serve) -> 
                         frame = json.loads(await live.recv())
                         cursor = frame.get("seq", cursor)
                         if frame["type"] in TERMINAL_RUN_TYPES:
-                            return frame, resumes
+                            return frame
             except ConnectionClosed as exc:
-                assert exc.rcvd is not None and exc.rcvd.code == 4008, exc
-                resumes += 1
+                if exc.rcvd is None or exc.rcvd.code != 4008:
+                    raise
 
-    async with connect(f"{url}&after=0", max_queue=1, max_size=None, close_timeout=0.2):
-        async with httpx.AsyncClient() as client:
-            started = await client.post(f"{served.http}/v1/sessions/{sid}/runs",
-                                        headers=_auth(token), json={"input": "count"})
-            assert started.status_code == 202
-        with anyio.fail_after(60):
-            last, _ = await follow()
-        grown = _rss_mib() - before
-        assert last["type"] == "run.finished", "the run completed despite the stalled reader"
-        with anyio.fail_after(10):
-            while served.hub.store.readers.get(sid):
-                await anyio.sleep(0.05)
-    assert grown < 40, f"memory grew by {grown:.0f} MiB for 24 MiB through a stalled reader"
-    metrics = httpx.get(f"{served.http}/metrics").text
+    async def run_once() -> None:
+        async with connect(f"{url}&after=0", max_queue=1, max_size=None, close_timeout=0.2):
+            async with httpx.AsyncClient() as client:
+                started = await client.post(f"{served.http}/v1/sessions/{sid}/runs",
+                                            headers=_auth(token), json={"input": "go"})
+                assert started.status_code == 202
+            with anyio.fail_after(60):
+                last = await follow()
+            assert last["type"] == "run.finished", "the run completed despite the stalled reader"
+
+    await run_once()  # warm up: the log window fills, allocator arenas settle
+    before = served.rss_mib()
+    await run_once()
+    grown = served.rss_mib() - before
+    assert grown < 24, f"the server grew by {grown:.0f} MiB for 48 MiB through a stalled reader"
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{served.http}/metrics")).text
     assert 'toolplex_reader_drops_total{kind="disconnected"}' in metrics

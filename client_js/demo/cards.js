@@ -1,0 +1,182 @@
+// @ts-check
+/**
+ * One card per tool call, filled live from the view model: streamed arguments,
+ * chunks of the current attempt, retries, timeout, cancel reason, result or
+ * error, and a job's progress with Approve/Reject for human jobs.
+ *
+ * @module demo/cards
+ */
+
+import { duration, fill, h, json } from './dom.js';
+
+/** @typedef {import('../toolplex.js').CallView} CallView */
+/** @typedef {import('../toolplex.js').ViewState} ViewState */
+/** @typedef {{cancelCall: (id: string) => void, completeJob: (jobId: string, output: unknown) => void}} Actions */
+
+/** Human-readable status names. */
+const LABELS = {
+  streaming_args: 'writing args', queued: 'queued', running: 'running', retrying: 'retrying',
+  timed_out: 'timed out', succeeded: 'done', partial: 'partial', failed: 'failed', cancelled: 'cancelled',
+  circuit_open: 'disabled', job_pending: 'job pending', job_done: 'job done',
+};
+
+/** Statuses in which a person may still cancel the call. */
+const CANCELLABLE = new Set(['streaming_args', 'queued', 'running', 'retrying', 'timed_out']);
+
+/** How many chunks a card shows before folding the older ones. */
+const SHOWN_CHUNKS = 12;
+
+/** Decisions already sent for human jobs, so a re-render keeps the buttons settled. */
+const decided = new Map();
+
+/**
+ * Create an empty card for a call; {@link renderCard} fills it.
+ *
+ * @param {CallView} call the call
+ * @returns {HTMLElement} `article.card[data-call-id]`
+ * @example
+ * const el = createCard(state.calls.c_1);
+ * renderCard(el, state.calls.c_1, state, actions);
+ */
+export function createCard(call) {
+  return h('article', { class: 'card', 'data-call-id': call.id, 'aria-live': 'polite' });
+}
+
+/**
+ * Fill a card from the call's current view.
+ *
+ * @param {HTMLElement} el the card from {@link createCard}
+ * @param {CallView} call the call
+ * @param {ViewState} state the whole view model (for the names of other calls)
+ * @param {Actions} actions what the buttons do
+ * @returns {void}
+ * @example
+ * renderCard(el, call, state, {cancelCall: (id) => client.cancelCall(id), completeJob: ...});
+ */
+export function renderCard(el, call, state, actions) {
+  el.dataset.status = call.status;
+  el.dataset.tool = call.name ?? '';
+  fill(el, header(call, actions), args(call), notes(call, state), chunks(call), job(call, actions), outcome(call));
+}
+
+/** @param {CallView} call @param {Actions} actions */
+function header(call, actions) {
+  const badges = [
+    h('span', { class: 'badge status', 'data-status': call.status }, LABELS[call.status] ?? call.status),
+    call.attempts.length > 1 && h('span', { class: 'badge', title: 'attempts' }, `attempt ${call.attempts.length}`),
+    ...call.retries.map((r) => h('span', {
+      class: 'badge retry', 'data-attempt': r.attempt, title: r.error ? `${r.error.code}: ${r.error.message}` : '',
+    }, `retry ${r.attempt} · ${r.reason.replace('_', ' ')} · ${duration(r.delay_ms)}`)),
+    call.upstream && h('span', { class: 'badge', title: 'shares a rate limit' }, `upstream ${call.upstream}`),
+    call.cached && h('span', { class: 'badge cached' }, 'cached'),
+    call.decisive && h('span', { class: 'badge decisive', title: 'its chunk cancelled the siblings' }, 'decisive'),
+  ];
+  const cancel = CANCELLABLE.has(call.status) && h('button', {
+    type: 'button', class: 'ghost small', 'data-action': 'cancel-call',
+    onclick: () => actions.cancelCall(call.id),
+  }, 'Cancel');
+  return h('header', { class: 'card-head' },
+    h('span', { class: 'tool-name' }, call.name ?? 'tool'),
+    h('span', { class: 'badges' }, badges), cancel);
+}
+
+/** @param {CallView} call */
+function args(call) {
+  const text = call.argsText || (call.args === undefined ? '' : json(call.args));
+  const writing = call.status === 'streaming_args';
+  return h('pre', { class: `args${writing ? ' caret' : ''}`, title: 'arguments' }, text || (writing ? '' : '{}'));
+}
+
+/** @param {CallView} call @param {ViewState} state */
+function notes(call, state) {
+  const out = [];
+  for (const t of call.timeouts) {
+    const then = t.will_retry ? 'retrying' : 'partial output kept';
+    const text = `Timed out after ${duration(t.timeout_ms)} (attempt ${t.attempt}), ${then}.`;
+    out.push(h('p', { class: 'note timeout' }, text));
+  }
+  for (const a of call.attempts.filter((x) => x.dropped && x.chunks.length)) {
+    const n = a.chunks.length;
+    const text = `Attempt ${a.attempt}: ${n} chunk${n === 1 ? '' : 's'} dropped by the retry.`;
+    out.push(h('p', { class: 'note dropped' }, text));
+  }
+  if (call.cancel) out.push(h('p', { class: 'note cancel' }, cancelText(call, state)));
+  return out.length ? h('div', { class: 'notes' }, out) : null;
+}
+
+/**
+ * @param {CallView} call
+ * @param {ViewState} state
+ * @returns {string} why the call was cancelled, naming the decisive call
+ */
+function cancelText(call, state) {
+  const by = call.cancel?.by_call_id ?? call.cancelledBy;
+  switch (call.cancel?.reason) {
+    case 'short_circuit': {
+      const name = by ? state.calls[by]?.name ?? 'a sibling' : 'a sibling';
+      return `Cancelled by ${name}${by ? ` (${by})` : ''}: its result made this call unnecessary.`;
+    }
+    case 'user': return 'Cancelled by you.';
+    case 'run_cancelled': return 'Cancelled with its run.';
+    case 'discarded': return 'Discarded: the model response was cut off.';
+    default: return `Cancelled (${call.cancel?.reason}).`;
+  }
+}
+
+/** @param {CallView} call */
+function chunks(call) {
+  if (!call.chunks.length) return null;
+  const hidden = Math.max(0, call.chunks.length - SHOWN_CHUNKS);
+  return h('ol', { class: 'chunks', 'aria-label': 'output chunks' },
+    hidden > 0 && h('li', { class: 'more' }, `${hidden} earlier chunk${hidden === 1 ? '' : 's'}`),
+    call.chunks.slice(hidden).map((c) => h('li', { 'data-index': c.index }, json(c.data, 240))));
+}
+
+/** @param {CallView} call @param {Actions} actions */
+function job(call, actions) {
+  const j = call.job;
+  if (!j) return null;
+  const pct = j.total ? Math.min(100, Math.round((100 * (j.progress ?? 0)) / j.total)) : null;
+  const bar = h('div', {
+    class: `progress${pct === null && j.status === 'pending' ? ' indeterminate' : ''}`, role: 'progressbar',
+    'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': pct ?? (j.status === 'pending' ? null : 100),
+  }, h('div', { class: 'fill', style: `width:${pct ?? (j.status === 'pending' ? 30 : 100)}%` }));
+  const label = [`Job ${j.job_id} via ${j.via}: ${j.status}`,
+    j.total ? ` (${j.progress}/${j.total})` : j.progress != null ? ` (${j.progress})` : '',
+    j.message ? ` — ${j.message}` : ''].join('');
+  let buttons = null;
+  if (j.via === 'human' && j.status === 'pending') {
+    const choice = decided.get(j.job_id);
+    /** @param {boolean} approved */
+    const decide = (approved) => {
+      decided.set(j.job_id, approved ? 'approved' : 'rejected');
+      const output = approved ? { approved: true } : { approved: false, reason: 'rejected in the demo' };
+      actions.completeJob(j.job_id, output);
+    };
+    buttons = h('div', { class: 'job-actions' },
+      h('button', { type: 'button', 'data-action': 'approve', disabled: !!choice,
+        onclick: () => decide(true) }, 'Approve'),
+      h('button', { type: 'button', class: 'ghost', 'data-action': 'reject', disabled: !!choice,
+        onclick: () => decide(false) }, 'Reject'),
+      choice && h('span', { class: 'muted' }, `${choice}, waiting for the job to finish…`));
+  }
+  const result = j.status !== 'pending' && (j.error
+    ? h('p', { class: 'error' }, `${j.error.code}: ${j.error.message}`)
+    : j.output !== undefined && h('pre', { class: 'result' }, json(j.output)));
+  return h('div', { class: 'job', 'data-job-id': j.job_id, 'data-job-status': j.status },
+    h('p', { class: 'job-label' }, label), bar, buttons, result);
+}
+
+/** @param {CallView} call */
+function outcome(call) {
+  if (call.error) {
+    return h('p', { class: 'error' }, h('strong', {}, call.error.code), `: ${call.error.message}`);
+  }
+  if (call.status === 'cancelled' && call.cancel?.partial_output !== undefined) {
+    return h('div', { class: 'result-wrap' }, h('span', { class: 'badge partial' }, 'partial output'),
+      h('pre', { class: 'result' }, json(call.cancel.partial_output)));
+  }
+  if (call.output === undefined || call.job) return null;
+  return h('div', { class: 'result-wrap' }, call.partial && h('span', { class: 'badge partial' }, 'partial'),
+    h('pre', { class: 'result' }, json(call.output)));
+}

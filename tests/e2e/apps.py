@@ -1,0 +1,26 @@
+"""App factories for tests that need the server in its own process (``uvicorn --factory``)."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.applications import Starlette
+
+from toolplex import Agent, Settings, create_app, tool
+from toolplex.testing import Call, ScriptedModel, Step
+
+
+@tool(reduce=lambda chunks: {"ticks": len(chunks)})
+async def firehose(n: int, size: int):  # type: ignore[no-untyped-def]
+    """Stream n chunks of `size` characters as fast as possible."""
+    block = "x" * size
+    for _ in range(n):
+        await anyio.sleep(0)
+        yield block
+
+
+def firehose_app() -> Starlette:
+    """3000 chunks of 16 KiB (48 MiB) per run; a small log window and strict readers."""
+    model = ScriptedModel([Step(calls=[Call("firehose", {"n": 3000, "size": 16384})]),
+                           Step(text="Done.")])
+    settings = Settings(log_retain=500, reader_queue=100, reader_max_lag=400, send_timeout=0.5)
+    return create_app(Agent(tools=[firehose], model=model), settings=settings)
