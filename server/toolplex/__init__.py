@@ -17,6 +17,7 @@ from .exceptions import (
     ToolTimeout,
     UsageError,
 )
+from .jobs import Job, JobManager
 from .limits import UpstreamLimit
 from .log import EventLog, Gap
 from .model import Model, OpenAIModel
@@ -25,6 +26,7 @@ from .runner import Agent, Limits, Run
 from .scripted import Call, ScriptedModel, Step
 from .server import Settings, create_app
 from .session import Session
+from .store import Store
 from .tools import Tool, tool
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "EventLog",
     "Gap",
     "InvalidArguments",
+    "Job",
+    "JobManager",
     "Limits",
     "Model",
     "OpenAIModel",
@@ -49,6 +53,7 @@ __all__ = [
     "Session",
     "Settings",
     "Step",
+    "Store",
     "Tool",
     "ToolCall",
     "ToolError",

@@ -15,7 +15,8 @@ Serve the toolplex app (WebSocket, SSE, REST, demo page at /).
 With no options it runs the scripted model with the example tools: no key, no
 network. Point it at a real model with --model and --base-url (or the
 environment variables OPENAI_API_KEY and OPENAI_BASE_URL): OpenAI, vLLM,
-Ollama or any OpenAI-compatible endpoint.
+Ollama or any OpenAI-compatible endpoint. Webhooks for long-running jobs are
+verified with TOOLPLEX_WEBHOOK_SECRET (Standard Webhooks, whsec_...).
 
 examples:
   toolplex serve
@@ -36,7 +37,9 @@ def _serve(options: argparse.Namespace) -> int:
     if options.model != "scripted":
         model = OpenAIModel(options.model, base_url=options.base_url, api_key=options.api_key)
     settings = Settings(allowed_origins=tuple(options.allow_origin),
-                        max_frame_bytes=options.max_frame_bytes)
+                        max_frame_bytes=options.max_frame_bytes, db_path=options.db,
+                        public_url=options.public_url
+                        or f"http://{options.host}:{options.port}")
     app = create_app(demo_agent(model), settings=settings)
     logging.basicConfig(level=options.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="browser origin allowed to open WebSockets (repeatable; '*' any)")
     serve.add_argument("--max-frame-bytes", type=int, default=1 << 20,
                        help="largest WebSocket frame accepted (default 1 MiB; larger: 1009)")
+    serve.add_argument("--db", default=env("TOOLPLEX_DB", "toolplex.sqlite"),
+                       help="SQLite file (WAL) where sessions and jobs survive restarts "
+                            "(env TOOLPLEX_DB; ':memory:' for none)")
+    serve.add_argument("--public-url", default=env("TOOLPLEX_PUBLIC_URL"),
+                       help="base URL partners reach this server at, for webhook callbacks "
+                            "(env TOOLPLEX_PUBLIC_URL; default http://HOST:PORT)")
     serve.add_argument("--log-level", default=env("TOOLPLEX_LOG_LEVEL", "info"),
                        choices=["critical", "error", "warning", "info", "debug"])
     demo = commands.add_parser(

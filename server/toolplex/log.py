@@ -33,6 +33,7 @@ class EventLog:
     Args:
         session_id: Stamped on every event.
         retain: How many of the newest events to keep for replay.
+        head: The seq already used (a log restored after a restart goes on from it).
 
     Example::
 
@@ -42,10 +43,10 @@ class EventLog:
             ...  # events, or a Gap when the cursor is older than the window
     """
 
-    def __init__(self, session_id: str, *, retain: int = 10_000) -> None:
+    def __init__(self, session_id: str, *, retain: int = 10_000, head: int = 0) -> None:
         self.session_id = session_id
         self._events: deque[BaseEvent] = deque(maxlen=retain)
-        self._head = 0
+        self._head = head
         self._changed = anyio.Event()
         self._closed = False
         self.observers: list[Callable[[BaseEvent], None]] = []

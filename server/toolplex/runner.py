@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import ObjectSendStream, TaskGroup
@@ -43,6 +43,9 @@ from .model import CallArgs, CallBegin, Finish, Model, TextChunk, Usage
 from .policy import Backoff, Clock
 from .session import Session, new_id
 from .tools import Tool
+
+if TYPE_CHECKING:
+    from .jobs import JobManager
 
 logger = logging.getLogger("toolplex.runner")
 
@@ -88,6 +91,7 @@ class Agent:
         threads: Worker threads sync tools may occupy (hung ones included).
         cancel_grace: Real seconds a cancelled tool gets before it is abandoned.
         backoff: The retry delay schedule (1, 2, 4 s).
+        jobs: Where long-running tools' jobs live (default: in memory).
 
     Example::
 
@@ -109,6 +113,7 @@ class Agent:
         threads: int = 16,
         cancel_grace: float = 0.5,
         backoff: Backoff | None = None,
+        jobs: JobManager | None = None,
     ) -> None:
         self.tools: dict[str, Tool] = {}
         for item in tools:
@@ -133,18 +138,37 @@ class Agent:
             upstreams={name: Upstream(name, lim) for name, lim in (upstreams or {}).items()},
             supervisor=Supervisor(cancel_grace),
         )
+        self.run_end_hooks: list[Callable[[Run], None]] = []
+        """Called with each run as it ends (the job manager delivers what waited)."""
+        if jobs is None:
+            from .jobs import JobManager
+
+            jobs = JobManager()
+        self.jobs = jobs
+        jobs.bind(self)
 
     def session(self, session_id: str | None = None) -> Session:
         """A new session (history, log, breakers) for a series of runs."""
         return Session(id=session_id) if session_id else Session()
 
     def tool_specs(self, session: Session) -> list[dict[str, Any]]:
-        """The tools the model sees in this session: open circuits are hidden."""
-        return [
+        """The tools the model sees in this session: open circuits are hidden, and
+        ``check_job`` is offered while a job of the session is pending."""
+        specs = [
             tool.spec()
             for tool in self.tools.values()
             if self.executor.breaker_for(session, tool).allows_calls
         ]
+        if "check_job" not in self.tools and self.jobs.open_jobs(session):
+            specs.append(self.jobs.check_tool(session).spec())
+        return specs
+
+    def tool_for(self, name: str, session: Session) -> Tool | None:
+        """The tool a call names, built-ins included."""
+        found = self.tools.get(name)
+        if found is None and name == "check_job":
+            return self.jobs.check_tool(session)
+        return found
 
     def start(
         self, session: Session, input: Any, task_group: TaskGroup, *, trigger: Trigger = "user"
@@ -248,6 +272,11 @@ class Run:
             self.finished.set()
             for listener in self.listeners:
                 listener.close()
+            for hook in self.agent.run_end_hooks:
+                try:
+                    hook(self)
+                except Exception:
+                    logger.exception("run-end hook failed")
 
     async def _guarded(self) -> dict[str, Any] | None:
         deadline = self.agent.limits.run_deadline
@@ -389,7 +418,7 @@ class Run:
             parsed = None
         self.emit(ToolCallEnd, call_id=call.call_id,
                   args=parsed if isinstance(parsed, dict) else {})
-        tool = self.agent.tools.get(call.name)
+        tool = self.agent.tool_for(call.name, self.session)
         if tool is None:
             known = ", ".join(sorted(self.agent.tools)) or "none"
             executor.fail(call, self.emit, error_dict(
@@ -429,9 +458,23 @@ class Run:
             if call.cancel_reason is not None:
                 self.agent.executor.cancelled(call, self.emit)
                 return
+            if call.tool.mode != "inline":
+                await self._run_job_call(call)
+                return
             await self.agent.executor.run(call, self.session, self.emit, self._on_chunk(step))
         finally:
             self.session.running_calls -= 1
+
+    async def _run_job_call(self, call: ToolCall) -> None:
+        assert call.tool is not None
+        executor = self.agent.executor
+        try:
+            with call.scope:
+                await self.agent.jobs.run_call(call, self.session, self.emit,
+                                               executor.timeout_for(call.tool))
+        finally:
+            if call.outcome is None:
+                executor.cancelled(call, self.emit)
 
     def _on_chunk(self, step: _Step) -> Any:
         def check(call: ToolCall, chunk: Any) -> None:

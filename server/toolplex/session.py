@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,11 @@ from .log import EventLog
 
 if TYPE_CHECKING:
     from .calls import ToolCall
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a session token."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_id(prefix: str) -> str:
@@ -28,9 +34,13 @@ class Session:
     """
 
     id: str = field(default_factory=lambda: new_id("s"))
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    """The bearer token readers and commands of this session must present."""
+    token: str | None = field(default_factory=lambda: secrets.token_urlsafe(24))
+    """The bearer token readers and commands must present (None once restored:
+    only its hash is stored)."""
+    token_hash: str = ""
     retain: int = 10_000
+    head_seq: int = 0
+    """Where the log starts (a session restored after a restart keeps its seq)."""
     history: list[dict[str, Any]] = field(default_factory=list)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict)
@@ -43,7 +53,9 @@ class Session:
     log: EventLog = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log = EventLog(self.id, retain=self.retain)
+        self.log = EventLog(self.id, retain=self.retain, head=self.head_seq)
+        if self.token is not None and not self.token_hash:
+            self.token_hash = hash_token(self.token)
 
     def touch(self) -> None:
         """Mark the session as used now (idle expiry reads this)."""

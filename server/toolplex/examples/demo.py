@@ -1,7 +1,9 @@
 """The demo agent ``toolplex serve`` runs by default: every example, one model.
 
-The scripted model picks a script by keyword in the user's message:
-"search" races three search sources, anything else enriches a company.
+The scripted model picks a script by keyword in the user's message: "search"
+races three search sources, "batch" starts a background analysis, "approve"
+asks a person, "export" waits for a partner's webhook; anything else enriches
+a company. A job's completion ("Job update: ...") gets its own turn.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from ..limits import UpstreamLimit
 from ..model import Model
 from ..runner import Agent
 from ..scripted import ScriptedModel
-from . import enrichment, search_race
+from . import batch, enrichment, search_race
 
 
 def demo_model() -> ScriptedModel:
     """The scripted model with every example's script."""
     return ScriptedModel(
-        scripts={"search": search_race.SCRIPT, "enrich": enrichment.SCRIPT},
+        scripts={**batch.SCRIPTS, "search": search_race.SCRIPT, "enrich": enrichment.SCRIPT},
         default=enrichment.SCRIPT,
     )
 
@@ -24,7 +26,7 @@ def demo_model() -> ScriptedModel:
 def demo_agent(model: Model | None = None) -> Agent:
     """Every example tool, on ``model`` (default: :func:`demo_model`)."""
     return Agent(
-        tools=[*enrichment.TOOLS, *search_race.TOOLS],
+        tools=[*enrichment.TOOLS, *search_race.TOOLS, *batch.TOOLS],
         model=model or demo_model(),
         instructions="You are a sales research assistant. Use the tools; be brief.",
         upstreams={"apollo": UpstreamLimit(concurrency=4, rate=10)},

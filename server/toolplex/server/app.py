@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 from starlette.applications import Starlette
@@ -24,12 +25,14 @@ _NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
 checkout (<code>pip install -e .</code>) to serve it.</p>"""
 
 
-def create_app(agent: Agent | None = None, *, settings: Settings | None = None) -> Starlette:
+def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
+               webhook_secret: str | None = None) -> Starlette:
     """The Starlette app speaking PROTOCOL.md over ``agent``.
 
     Args:
         agent: Default: the demo agent (scripted model, example tools).
         settings: Edge behaviour (origins, limits, slow readers); see :class:`Settings`.
+        webhook_secret: ``whsec_...``; overrides ``settings.webhook_secret``.
 
     Example::
 
@@ -41,6 +44,8 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None) 
 
         agent = demo_agent()
     settings = settings or Settings()
+    if webhook_secret is not None:
+        settings = replace(settings, webhook_secret=webhook_secret)
     hub = Hub(agent, settings)
 
     @asynccontextmanager
@@ -71,7 +76,9 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None) 
               methods=["POST"]),
         Route("/v1/sessions/{session_id}/calls/{call_id}/cancel", routes.cancel_call,
               methods=["POST"]),
+        Route("/v1/jobs/{job_id}", routes.job_status),
         Route("/v1/jobs/{job_id}/complete", routes.complete_job, methods=["POST"]),
+        Route("/v1/webhooks/{job_id}", routes.webhook, methods=["POST"]),
     ]
     if settings.static_dir is not None:
         route_list.append(Mount("/static", StaticFiles(directory=settings.static_dir)))

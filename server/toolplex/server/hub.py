@@ -11,10 +11,12 @@ from anyio.abc import TaskGroup
 from ..exceptions import ProtocolError
 from ..runner import Agent, Run
 from ..session import Session
+from ..store import Store
 from .commands import JobComplete, RunCancel, RunStart, Subscribe, ToolCancel
 from .metrics import Metrics
 from .sessions import SessionStore
 from .settings import Settings
+from .webhooks import check_secret
 
 logger = logging.getLogger("toolplex.server")
 
@@ -28,6 +30,25 @@ class Hub:
         self.metrics = Metrics()
         self.store = SessionStore(retain=settings.log_retain, idle_ttl=settings.session_idle_ttl)
         self._tg: TaskGroup | None = None
+        self.jobs = agent.jobs
+        if settings.db_path is not None:
+            self.jobs.store = Store(settings.db_path)
+        self.jobs.callback_base = settings.public_url.rstrip("/")
+        if settings.webhook_secret:
+            check_secret(settings.webhook_secret)
+        agent.run_end_hooks.append(lambda run: self.save(run.session))
+        for session in self.store.restore(self.jobs.store.sessions()):
+            self._adopt(session)
+
+    def _adopt(self, session: Session) -> None:
+        session.log.observers.append(self.metrics.observe)
+        self.jobs.attach(session)
+        self.metrics.sessions.set(len(self.store))
+
+    def save(self, session: Session) -> None:
+        """Persist a session's history and log head (they survive a restart)."""
+        self.jobs.store.save_session(session.id, session.token_hash, session.history,
+                                     session.log.head_seq)
 
     @property
     def task_group(self) -> TaskGroup:
@@ -39,8 +60,8 @@ class Hub:
     def create_session(self) -> Session:
         """A new session whose log feeds the metrics."""
         session = self.store.create()
-        session.log.observers.append(self.metrics.observe)
-        self.metrics.sessions.set(len(self.store))
+        self._adopt(session)
+        self.save(session)
         logger.info("session created", extra={"session_id": session.id})
         return session
 
@@ -84,15 +105,24 @@ class Hub:
         Raises:
             ProtocolError: ``unknown_job``.
         """
-        raise ProtocolError("unknown_job", f"no job {job_id!r}")
+        row = self.jobs.store.job(job_id)
+        if row is None:
+            raise ProtocolError("unknown_job", f"no job {job_id!r}")
+        return self.store.authorize(row["session_id"], token)
 
     def complete_job(self, session: Session, job_id: str, output: Any) -> None:
-        """Finish a human-in-the-loop job.
+        """A person finishes a human-in-the-loop job of this session.
 
         Raises:
-            ProtocolError: ``unknown_job``.
+            ProtocolError: ``unknown_job``, ``not_human`` or ``job_finished``.
         """
-        raise ProtocolError("unknown_job", f"no pending job {job_id!r} in this session")
+        row = self.jobs.store.job(job_id)
+        if row is None or row["session_id"] != session.id:
+            raise ProtocolError("unknown_job", f"no job {job_id!r} in this session")
+        if row["via"] != "human":
+            raise ProtocolError("not_human", f"job {job_id} is finished by {row['via']}")
+        if not self.jobs.complete(job_id, "succeeded", output=output):
+            raise ProtocolError("job_finished", f"job {job_id} has already ended")
 
     def execute(
         self, session: Session, command: RunStart | RunCancel | ToolCancel | JobComplete | Subscribe
@@ -114,6 +144,8 @@ class Hub:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._expire_idle)
+            tg.start_soon(self.jobs.serve)
+            self.jobs.recover()
             task_status.started()
             try:
                 await anyio.sleep_forever()
@@ -130,6 +162,7 @@ class Hub:
             for run in runs:
                 await run.finished.wait()
         for session in self.store:
+            self.save(session)
             session.log.close()
         await self.agent.aclose()
 

@@ -12,15 +12,18 @@ from starlette.responses import JSONResponse, Response
 
 from ..events import TERMINAL_RUN_TYPES
 from ..exceptions import ProtocolError
+from ..jobs import status_of
 from ..session import Session
+from ..store import OPEN
 from .auth import token_of
 from .commands import JobComplete, RunStart, parse_command, parse_json
 from .hub import Hub
 from .readers import SlowReader, frames, hello
+from .webhooks import WebhookRefused, verify
 
 _STATUS = {"bad_json": 400, "bad_command": 422, "unknown_command": 400, "run_active": 409,
            "unknown_run": 404, "unknown_call": 404, "unknown_job": 404, "job_finished": 409,
-           "too_large": 413, "bad_cursor": 400}
+           "too_large": 413, "bad_cursor": 400, "not_human": 409}
 
 
 def _hub(request: Request) -> Hub:
@@ -177,3 +180,56 @@ async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text."""
     return Response(_hub(request).metrics.render(),
                      media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def job_status(request: Request) -> Response:
+    """``GET /v1/jobs/{job_id}``: poll a job (its session's token)."""
+    hub = _hub(request)
+    job_id = request.path_params["job_id"]
+    try:
+        session = hub.session_of_job(job_id, token_of(request))
+    except ProtocolError as exc:
+        return _error(exc.code, exc.message)
+    if session is None:
+        return _refused()
+    row = hub.jobs.store.job(job_id)
+    assert row is not None
+    return JSONResponse(status_of(row))
+
+
+async def webhook(request: Request) -> Response:
+    """``POST /v1/webhooks/{job_id}``: an external service reports a job's result."""
+    hub = _hub(request)
+    settings = hub.settings
+    job_id = request.path_params["job_id"]
+    raw = await request.body()
+    if len(raw) > settings.max_frame_bytes:
+        return _error("too_large", "the webhook body is too large")
+    if not settings.webhook_secret:
+        return _error("webhooks_disabled", "no webhook secret is configured", 401)
+    try:
+        webhook_id = verify(settings.webhook_secret, request.headers, raw,
+                            tolerance=settings.webhook_tolerance)
+    except WebhookRefused as exc:
+        # [protocol] forged, unsigned or stale: 401, and nothing changes.
+        return _error("bad_signature", str(exc), 401)
+    row = hub.jobs.store.job(job_id)
+    if row is None:
+        return _error("unknown_job", f"no job {job_id!r}")
+    if not hub.jobs.store.first_webhook(webhook_id, job_id):
+        return JSONResponse({"ok": True, "replayed": True})
+    if row["status"] not in OPEN:
+        return _error("job_finished", f"job {job_id} has already ended ({row['status']})")
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error("bad_json", "the webhook body is not JSON")
+    if isinstance(body, dict) and isinstance(body.get("error"), (dict, str)):
+        error = body["error"]
+        error = error if isinstance(error, dict) else {"message": error}
+        hub.jobs.complete(job_id, "failed", error={
+            "code": str(error.get("code", "job_failed")),
+            "message": str(error.get("message", "the external service reported a failure"))})
+    else:
+        hub.jobs.complete(job_id, "succeeded", output=body)
+    return JSONResponse({"ok": True})

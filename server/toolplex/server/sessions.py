@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import Any
 
-from ..session import Session
+from ..session import Session, hash_token
 
 
 class SessionStore:
@@ -34,9 +35,20 @@ class SessionStore:
     def authorize(self, session_id: str, token: str | None) -> Session | None:
         """The session if ``token`` is its token, else None."""
         session = self._sessions.get(session_id)
-        expected = session.token if session else "x" * 32
-        ok = hmac.compare_digest((token or "").encode(), expected.encode())
+        expected = session.token_hash if session else "0" * 64
+        ok = hmac.compare_digest(hash_token(token or "").encode(), expected.encode())
         return session if ok and session is not None else None
+
+    def restore(self, rows: list[dict[str, Any]]) -> list[Session]:
+        """Sessions stored before a restart: history kept, log going on from its head."""
+        restored = []
+        for row in rows:
+            session = Session(id=row["id"], token=None, token_hash=row["token_hash"],
+                              retain=self.retain, head_seq=row["head_seq"],
+                              history=row["history"])
+            self._sessions[session.id] = session
+            restored.append(session)
+        return restored
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._sessions.values()))

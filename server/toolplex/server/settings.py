@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,3 +42,13 @@ class Settings:
     """Seconds runs get to finish cancelling at shutdown."""
     static_dir: Path | None = field(default_factory=_default_static)
     """The JS client and demo page, served at ``/static`` and ``/``."""
+    db_path: str | None = None
+    """SQLite file for sessions and jobs (WAL); None keeps the agent's own job store
+    (in memory unless the agent was given one). ``toolplex serve`` uses a file."""
+    webhook_secret: str | None = field(
+        default_factory=lambda: os.environ.get("TOOLPLEX_WEBHOOK_SECRET"))
+    """``whsec_...`` secret webhooks are signed with (env TOOLPLEX_WEBHOOK_SECRET)."""
+    webhook_tolerance: float = 300.0
+    """Seconds a webhook's timestamp may differ from now."""
+    public_url: str = "http://127.0.0.1:8000"
+    """The base URL external services reach this server at (for callback URLs)."""
