@@ -394,3 +394,24 @@ async def test_real_time_backoff_end_to_end() -> None:
     check_protocol(events)
     assert of_type(events, "tool.retrying")[0]["delay_ms"] == 1000
     assert 1.0 <= elapsed < 5.0, f"the real backoff waited {elapsed:.2f} s"
+
+
+class TestLatency:
+    async def test_quantiles_are_tracked_and_slow_inline_tools_flagged(
+        self, fast: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        @tool(timeout=30)
+        async def sluggish(i: int) -> int:
+            await anyio.sleep(fast.real(4))  # 4 nominal seconds: over the 3 s budget
+            return i
+
+        model = ScriptedModel([Step(calls=[Call("sluggish", {"i": i}) for i in range(20)]),
+                               Step(text="ok")])
+        agent = Agent(tools=[sluggish], model=model, clock=fast,
+                      limits=Limits(max_calls_per_step=20))
+        with caplog.at_level("WARNING", logger="toolplex.calls"):
+            await collect(agent, "go")
+        quantiles = agent.executor.quantiles("sluggish")
+        assert set(quantiles) == {"0.5", "0.95", "0.99"}
+        assert 3.5 < quantiles["0.5"] <= quantiles["0.99"] < 30
+        assert any("candidate" in r.getMessage() for r in caplog.records)

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -207,6 +208,31 @@ class Executor:
     pool: ThreadPool = field(default_factory=ThreadPool)
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
+    latency: dict[str, deque[float]] = field(default_factory=dict)
+    """Recent durations (nominal seconds) of each tool's successful inline calls."""
+    budget: float = 3.0
+    """The UX budget: an inline tool whose p99 exceeds it is flagged as an async candidate."""
+    _flagged: set[str] = field(default_factory=set)
+
+    def quantiles(self, name: str) -> dict[str, float]:
+        """p50/p95/p99 of the tool's recent successful call durations (nominal seconds)."""
+        samples = sorted(self.latency.get(name, ()))
+        if not samples:
+            return {}
+        pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+        return {"0.5": pick(0.5), "0.95": pick(0.95), "0.99": pick(0.99)}
+
+    def _record_latency(self, tool: Tool, seconds: float) -> None:
+        window = self.latency.setdefault(tool.name, deque(maxlen=1000))
+        window.append(seconds)
+        budget = tool.budget or self.budget
+        if len(window) >= 20 and tool.name not in self._flagged:
+            p99 = self.quantiles(tool.name)["0.99"]
+            if p99 > budget:
+                self._flagged.add(tool.name)
+                logger.warning(
+                    "tool %s: p99 latency %.2f s exceeds the %.1f s budget; it is a candidate "
+                    "for @tool(mode='auto', budget=...) or mode='job'", tool.name, p99, budget)
 
     def timeout_for(self, tool: Tool) -> float:
         """The tool's timeout, capped."""
@@ -287,6 +313,7 @@ class Executor:
             hit = session.cache.get(key)
             if hit is not None and hit[0] > self.clock.monotonic():
                 return self._succeed(call, emit, hit[1], cached=True)
+        started = self.clock.monotonic()
         try:
             output, partial = await self._attempts(call, tool, emit, on_chunk)
         except _Permanent as exc:
@@ -295,6 +322,8 @@ class Executor:
             outcome = self.fail(call, emit, self._exhausted(tool, exc.failure))
         else:
             outcome = self._succeed(call, emit, output, partial=partial)
+            if not partial:
+                self._record_latency(tool, self.clock.monotonic() - started)
             if tool.cache and not partial:
                 session.cache[key] = (self.clock.monotonic() + tool.cache, output)
         if outcome.failed:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import anyio
 from starlette.applications import Starlette
 
-from toolplex import Agent, Settings, create_app, tool
+from toolplex import Agent, Job, Settings, create_app, tool
 from toolplex.testing import Call, ScriptedModel, Step
 
 
@@ -24,3 +26,22 @@ def firehose_app() -> Starlette:
                            Step(text="Done.")])
     settings = Settings(log_retain=500, reader_queue=100, reader_max_lag=400, send_timeout=0.5)
     return create_app(Agent(tools=[firehose], model=model), settings=settings)
+
+
+@tool(mode="webhook")
+async def export(table: str, job: Job) -> None:
+    """Ask a partner to export a table; the partner calls job.callback_url back."""
+
+
+def jobs_agent() -> Agent:
+    """An agent whose "export" call waits for a signed webhook."""
+    model = ScriptedModel(scripts={
+        "job update": [Step(text="Reported: {{input}}")],
+        "export": [Step(calls=[Call("export", {"table": "accounts"})]), Step(text="Asked.")],
+    })
+    return Agent(tools=[export], model=model)
+
+
+def jobs_app() -> Starlette:
+    """Durable: sessions and jobs in the SQLite file named by TOOLPLEX_DB."""
+    return create_app(jobs_agent(), settings=Settings(db_path=os.environ["TOOLPLEX_DB"]))

@@ -91,7 +91,7 @@ class Process:
 
 
 @pytest.fixture
-def serve_process() -> Iterator[Callable[[str], Process]]:
+def serve_process() -> Iterator[Callable[..., Process]]:
     """``serve_process("tests.e2e.apps:firehose_app")`` runs uvicorn in a subprocess."""
     import subprocess
     import sys
@@ -100,15 +100,18 @@ def serve_process() -> Iterator[Callable[[str], Process]]:
 
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(factory: str) -> Process:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
+    def start(factory: str, env: dict[str, str] | None = None, port: int = 0) -> Process:
+        import os
+
+        if not port:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--ws-max-size", str(1 << 20),
-             "--ws-per-message-deflate", "false"])
+             "--ws-per-message-deflate", "false"], env={**os.environ, **(env or {})})
         started.append(proc)
         deadline = time.monotonic() + 20
         while True:
@@ -123,6 +126,8 @@ def serve_process() -> Iterator[Callable[[str], Process]]:
 
     yield start
     for proc in started:
+        if proc.poll() is not None:
+            continue
         proc.terminate()
         try:
             proc.wait(10)

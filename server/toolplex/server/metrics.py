@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from ..calls import Executor
 from ..events import BaseEvent
 
 _CALL_OUTCOMES = {"tool.result": "result", "tool.error": "error", "tool.cancelled": "cancelled"}
@@ -29,6 +30,9 @@ class Metrics:
         self.sessions = Gauge("toolplex_sessions", "Live sessions", registry=r)
         self.reader_drops = Counter(
             "toolplex_reader_drops", "Slow-reader measures", ["kind"], registry=r)
+        self.latency = Gauge("toolplex_tool_latency_seconds",
+                             "Recent successful inline call duration quantiles per tool",
+                             ["tool", "quantile"], registry=r)
         self._names: dict[str, str] = {}
 
     def observe(self, event: BaseEvent) -> None:
@@ -51,6 +55,10 @@ class Metrics:
         elif kind == "run.error":
             self.runs.labels("error").inc()
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition."""
+    def render(self, executor: Executor | None = None) -> bytes:
+        """The Prometheus text exposition (latency quantiles read from ``executor``)."""
+        if executor is not None:
+            for name in list(executor.latency):
+                for quantile, seconds in executor.quantiles(name).items():
+                    self.latency.labels(name, quantile).set(seconds)
         return generate_latest(self.registry)

@@ -178,7 +178,8 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text."""
-    return Response(_hub(request).metrics.render(),
+    hub = _hub(request)
+    return Response(hub.metrics.render(hub.agent.executor),
                      media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
