@@ -130,28 +130,28 @@ async def start_run(request: Request) -> Response:
     return _event_stream(hub, stream())
 
 
-async def cancel_run(request: Request) -> Response:
-    """``POST /v1/sessions/{id}/runs/{run_id}/cancel``."""
+async def _command(request: Request, data: dict[str, Any]) -> Response:
+    """Carry out a command for the request's session, as the WebSocket would."""
     session = _session(request)
     if session is None:
         return _refused()
     try:
-        _hub(request).cancel_run(session, request.path_params["run_id"])
+        _hub(request).execute(session, parse_command(data))
     except ProtocolError as exc:
         return _error(exc.code, exc.message)
     return JSONResponse({"ok": True}, status_code=202)
+
+
+async def cancel_run(request: Request) -> Response:
+    """``POST /v1/sessions/{id}/runs/{run_id}/cancel``."""
+    return await _command(request, {"type": "run.cancel",
+                                    "run_id": request.path_params["run_id"]})
 
 
 async def cancel_call(request: Request) -> Response:
     """``POST /v1/sessions/{id}/calls/{call_id}/cancel``."""
-    session = _session(request)
-    if session is None:
-        return _refused()
-    try:
-        _hub(request).cancel_call(session, request.path_params["call_id"])
-    except ProtocolError as exc:
-        return _error(exc.code, exc.message)
-    return JSONResponse({"ok": True}, status_code=202)
+    return await _command(request, {"type": "tool.cancel",
+                                    "call_id": request.path_params["call_id"]})
 
 
 async def complete_job(request: Request) -> Response:
