@@ -15,10 +15,10 @@ from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect,
 
 
 async def _wait_for(session: Session, predicate: Callable[[dict[str, Any]], bool],
-                    timeout: float = 5) -> list[dict[str, Any]]:
+                    seconds: float = 5) -> list[dict[str, Any]]:
     """Events of the session's log up to the first that satisfies ``predicate``."""
     seen: list[dict[str, Any]] = []
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(seconds):
         async for item in session.log.tail(0):
             assert isinstance(item, BaseEvent)
             seen.append(item.to_dict())
@@ -204,7 +204,7 @@ async def test_completion_while_a_run_is_active_waits_for_its_end() -> None:
         await busy.wait()
         agent.jobs.complete(job_id, "succeeded", output="yes")
         await anyio.wait_all_tasks_blocked()
-        assert [r for r in session.runs] == [run.id], "no job turn while a run is active"
+        assert list(session.runs) == [run.id], "no job turn while a run is active"
         go_on.set()
     events = await _wait_for(session, _track)
     check_protocol(events)

@@ -14,15 +14,22 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .calls import Emit, Outcome, ToolCall
-from .events import JobCompleted, JobPending, JobProgress, ToolExecStarted, ToolOutputDelta
-from .events import ToolFailed, ToolResult, error_dict
+from .events import (
+    JobCompleted,
+    JobPending,
+    JobProgress,
+    ToolExecStarted,
+    ToolFailed,
+    ToolOutputDelta,
+    ToolResult,
+    error_dict,
+)
 from .policy import classify
 from .session import Session, new_id
 from .store import Store
@@ -121,10 +128,11 @@ class JobManager:
         return self._handle(row)
 
     async def run_call(self, call: ToolCall, session: Session, emit: Emit,
-                       timeout: float) -> Outcome:
+                       limit: float) -> Outcome:
         """Execute a call of a job-mode tool: it ends pending (or inline, for ``auto``)."""
         tool = call.tool
-        assert tool is not None and call.kwargs is not None
+        assert tool is not None
+        assert call.kwargs is not None
         if tool.mode == "auto":
             return await self._auto(call, tool, session, emit)
         job = self._create(session, call, tool, "running" if tool.mode == "job" else "pending")
@@ -136,7 +144,7 @@ class JobManager:
             # The body starts the external work (or notifies a person); if that fails,
             # the call fails and the job with it.
             try:
-                with anyio.fail_after(self.agent.clock.real(timeout)):
+                with anyio.fail_after(self.agent.clock.real(limit)):
                     await _call(tool, kwargs, self.agent)
             except Exception as exc:
                 failure = classify(exc)

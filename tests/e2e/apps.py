@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 
 from toolplex import Agent, Job, Settings, create_app, tool
@@ -16,7 +17,7 @@ async def firehose(n: int, size: int):  # type: ignore[no-untyped-def]
     """Stream n chunks of `size` characters as fast as possible."""
     block = "x" * size
     for _ in range(n):
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         yield block
 
 

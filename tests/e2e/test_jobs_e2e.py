@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -28,7 +28,7 @@ SECRET = "whsec_" + base64.b64encode(b"toolplex-test-secret-0123456789").decode(
 def _signed(body: bytes, *, secret: str = SECRET, msg_id: str = "msg_1",
             when: datetime | None = None) -> dict[str, str]:
     """Headers as a real Standard Webhooks sender (the reference package) makes them."""
-    when = when or datetime.now(tz=timezone.utc)
+    when = when or datetime.now(tz=UTC)
     signature = Webhook(secret).sign(msg_id, when, body.decode())
     return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
             "webhook-signature": signature, "content-type": "application/json"}
@@ -105,7 +105,7 @@ def _auth(token: str) -> dict[str, str]:
 
 async def test_worker_job_reports_progress_and_its_completion_starts_a_turn(serve) -> None:
     served = serve(_agent(), Settings(webhook_secret=SECRET))
-    sid, _, ws = await _start(served, "crunch it")
+    _sid, _, ws = await _start(served, "crunch it")
     async with ws:
         events = await _until_job_turn_ends(ws)
     check_protocol(events)
@@ -158,7 +158,7 @@ class TestWebhook:
         body = json.dumps({"rows": 1}).encode()
         url = f"{served.http}/v1/webhooks/{job_id}"
         other = "whsec_" + base64.b64encode(b"not-the-secret-at-all-00000000").decode()
-        stale = datetime.now(tz=timezone.utc) - timedelta(minutes=10)
+        stale = datetime.now(tz=UTC) - timedelta(minutes=10)
         attempts = {
             "forged": _signed(body, secret=other, msg_id="m1"),
             "unsigned": {"content-type": "application/json"},
@@ -216,7 +216,7 @@ class TestWebhook:
 class TestHuman:
     async def test_a_person_completes_the_job_from_the_websocket(self, serve) -> None:
         served = serve(_agent(), Settings(webhook_secret=SECRET))
-        _, token, ws = await _start(served, "approve 10%")
+        _, _token, ws = await _start(served, "approve 10%")
         async with ws:
             while (frame := await _recv(ws))["type"] != "job.pending":
                 pass

@@ -18,8 +18,7 @@ from typing import Any
 import anyio
 
 from .. import Job, tool
-from ..scripted import Results, Step
-from ..scripted import Call as _Call
+from ..scripted import Call as _Call, Results, Step
 
 ANALYSIS_SECONDS = float(os.environ.get("TOOLPLEX_DEMO_BATCH_SECONDS", "8"))
 

@@ -60,7 +60,8 @@ class _Connection:
                 self.slow = exc if isinstance(exc, SlowReader) else SlowReader(-1, -1)
                 self.hub.metrics.reader_drops.labels("disconnected").inc()
                 scope.cancel()
-                raise _Stop(CLOSE_SLOW, "too slow: reconnect and resume from your last seq")
+                raise _Stop(CLOSE_SLOW,
+                            "too slow: reconnect and resume from your last seq") from exc
             finally:
                 if counters.get("coalesced"):
                     self.hub.metrics.reader_drops.labels("coalesced").inc(counters["coalesced"])
