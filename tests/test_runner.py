@@ -397,3 +397,14 @@ async def test_non_tools_are_refused_at_construction(bad: object) -> None:
 
     with pytest.raises(UsageError):
         Agent(tools=[bad])  # type: ignore[list-item]
+
+
+async def test_running_calls_per_session_are_limited() -> None:
+    model = ScriptedModel([Step(calls=[Call("hang", {"name": str(i)}) for i in range(3)])])
+    agent = Agent(tools=[hang], model=model,
+                  limits=Limits(max_concurrent_calls=2, run_deadline=0.2))
+    events = await collect(agent, "go")
+    check_protocol(events)
+    refused = of_type(events, "tool.error")
+    assert [e["error"]["code"] for e in refused] == ["limit_exceeded"]
+    assert "2 calls" in refused[0]["error"]["message"]

@@ -257,7 +257,8 @@ class Executor:
             with call.scope:
                 await self._execute(call, tool, session, emit, on_chunk)
         except Exception as exc:  # a bug in toolplex itself: still one terminal event
-            logger.exception("call %s crashed", call.call_id)
+            logger.exception("call crashed", extra={"run_id": call.run_id,
+                                                    "call_id": call.call_id})
             if call.outcome is None:
                 self.fail(call, emit, error_dict("internal", f"{type(exc).__name__}: {exc}"))
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -40,11 +39,12 @@ def _serve(options: argparse.Namespace) -> int:
                         max_frame_bytes=options.max_frame_bytes, db_path=options.db,
                         public_url=options.public_url
                         or f"http://{options.host}:{options.port}")
+    from .server.logs import configure
+
     app = create_app(demo_agent(model), settings=settings)
-    logging.basicConfig(level=options.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure(options.log_level)
     uvicorn.run(
-        app, host=options.host, port=options.port, log_level=options.log_level,
+        app, host=options.host, port=options.port, log_config=None,
         ws_max_size=options.max_frame_bytes, ws_per_message_deflate=False,
         ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=10,
     )

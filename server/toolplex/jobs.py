@@ -191,7 +191,8 @@ class JobManager:
         job = self._create(session, call, tool, "running")
         state["job"] = job
         emit(JobPending, call_id=call.call_id, job_id=job.id, via=job.via)
-        logger.info("%s promoted to job %s after %.1f s", tool.name, job.id, budget)
+        logger.info("%s promoted to job %s after %.1f s", tool.name, job.id, budget,
+                    extra={"session_id": session.id, "call_id": call.call_id, "job_id": job.id})
         return _pending(call, emit, job.id)
 
     async def _work(self, job: Job, tool: Tool, kwargs: dict[str, Any]) -> None:

@@ -293,7 +293,8 @@ class Run:
             exc = _leaf(group)
             if isinstance(exc, _RunFailed):
                 return exc.error
-            logger.error("run %s failed: %r", self.id, exc, exc_info=exc)
+            logger.error("run failed: %r", exc, exc_info=exc,
+                         extra={"session_id": self.session.id, "run_id": self.id})
             return error_dict("model_error" if _from_model(exc) else "internal",
                               f"{type(exc).__name__}: {exc}")
         return None

@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from ..runner import Agent
+from ..scripted import ScriptedModel
 from . import routes
 from .auth import install_redaction
 from .hub import Hub
@@ -82,6 +83,10 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     ]
     if settings.static_dir is not None:
         route_list.append(Mount("/static", StaticFiles(directory=settings.static_dir)))
+    if isinstance(agent.model, ScriptedModel):
+        # The embedded model on a port, for other programs: any OpenAI client pointed
+        # at {base}/scripted/v1 gets the same chunk stream the agent does.
+        route_list.append(Mount("/scripted", agent.model.asgi_app()))
     app = Starlette(routes=route_list, lifespan=lifespan)
     app.state.hub = hub
     return app
