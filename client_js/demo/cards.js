@@ -126,6 +126,10 @@ function cancelText(call, state) {
 /** @param {CallView} call */
 function chunks(call) {
   if (!call.chunks.length) return null;
+  // A plain (non-streaming) tool's value arrives as one chunk and again as the result:
+  // once it ended, show it once, as the result.
+  const only = call.chunks.length === 1 && call.output !== undefined && !call.job;
+  if (only && json(call.chunks[0].data, Infinity) === json(call.output, Infinity)) return null;
   const hidden = Math.max(0, call.chunks.length - SHOWN_CHUNKS);
   return h('ol', { class: 'chunks', 'aria-label': 'output chunks' },
     hidden > 0 && h('li', { class: 'more' }, `${hidden} earlier chunk${hidden === 1 ? '' : 's'}`),

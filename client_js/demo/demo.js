@@ -115,14 +115,14 @@ function draw() {
     renderTimeline($('#timeline'), { ...emptyState() }, Date.now());
     return;
   }
-  const appended = feed.render(state);
+  const changed = feed.render(state);
   renderTimeline($('#timeline'), state, Date.now() + skew, scope);
   renderNotices(state);
   const running = [...state.runOrder].reverse().find((id) => state?.runs[id].status === 'running');
   const stop = /** @type {HTMLButtonElement} */ ($('#stop'));
   stop.hidden = !running;
   stop.dataset.runId = running ?? '';
-  if (appended && nearBottom) window.scrollTo({ top: root.scrollHeight });
+  if (changed && nearBottom) window.scrollTo({ top: root.scrollHeight });
   // While a call runs or a job waits, bars grow with the clock: redraw ten times a second.
   if (isLive(state) && !ticker) ticker = setInterval(schedule, 100);
   if (!isLive(state) && ticker) { clearInterval(ticker); ticker = undefined; }

@@ -53,10 +53,11 @@ export class Feed {
    * Draw what changed since the last call.
    *
    * @param {ViewState} state the view model
-   * @returns {boolean} true when something new was appended (the caller may scroll)
+   * @returns {boolean} true when something was added or redrawn: the page may have grown,
+   *   so a caller following the bottom scrolls (a card's chunks grow it as much as a message)
    */
   render(state) {
-    let appended = false;
+    let changed = false;
     for (const item of state.feed) {
       const key = `${item.kind}:${item.id}`;
       const value = item.kind === 'run' ? state.runs[item.id]
@@ -65,15 +66,14 @@ export class Feed {
       if (!node) {
         node = { el: this.#create(item.kind, value, state), value: null };
         this.#nodes.set(key, node);
-        appended = true;
       }
       if (node.value !== value) {
         node.value = value;
         this.#update(item.kind, node.el, value, state);
-        appended ||= item.kind === 'message';
+        changed = true;
       }
     }
-    return appended;
+    return changed;
   }
 
   /**
