@@ -416,18 +416,26 @@ class Executor:
         send, receive = anyio.create_memory_object_stream[Any](64)
         kwargs = dict(call.kwargs or {})
 
+        async def put(item: Any) -> None:
+            # send_nowait while there is room: anyio's send() checkpoints on every item,
+            # which would cost a task switch per chunk.
+            try:
+                send.send_nowait(item)
+            except anyio.WouldBlock:
+                await send.send(item)
+
         async def body() -> None:
             async with send:
                 try:
                     if tool.kind is Kind.STREAM:
                         async for chunk in tool.fn(**kwargs):
-                            await send.send(chunk)
+                            await put(chunk)
                     elif tool.kind is Kind.ASYNC:
-                        await send.send(await tool.fn(**kwargs))
+                        await put(await tool.fn(**kwargs))
                     else:
                         fn = functools.partial(tool.fn, **kwargs)
-                        await send.send(await self.pool.run(fn))
-                    await send.send(_End())
+                        await put(await self.pool.run(fn))
+                    await put(_End())
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     pass  # the call stopped reading: it timed out or was cancelled
                 except Exception as exc:
@@ -437,7 +445,16 @@ class Executor:
         task = self.supervisor.spawn(body)
         try:
             async with receive:
-                async for item in receive:
+                while True:
+                    try:
+                        item = receive.receive_nowait()  # no checkpoint while chunks wait
+                    except anyio.WouldBlock:
+                        try:
+                            item = await receive.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
                     if isinstance(item, _End):
                         if item.error is not None:
                             raise item.error

@@ -11,6 +11,7 @@ and ``session_id`` on append. ``to_dict()`` gives the wire envelope::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -40,28 +41,40 @@ class BaseEvent:
     run_id: str | None = None
     """The run the event belongs to; absent for session-level events."""
 
+    def stamp(self, seq: int, ts: int, session_id: str) -> BaseEvent:
+        """This event with its log position; done in place while it is still unstamped
+        (nobody else holds a fresh event), else on a copy."""
+        if self.seq:
+            return dataclasses.replace(self, seq=seq, ts=ts, session_id=session_id)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "session_id", session_id)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """The wire envelope: snake_case, optional fields omitted, never ``null``."""
         # [protocol] Optional fields are omitted, never `null`.
-        out: dict[str, Any] = {"v": PROTOCOL_VERSION, "seq": self.seq, "type": self.type}
-        out["ts"] = self.ts
-        out["session_id"] = self.session_id
+        out: dict[str, Any] = {"v": PROTOCOL_VERSION, "seq": self.seq, "type": self.type,
+                               "ts": self.ts, "session_id": self.session_id}
         if self.run_id is not None:
             out["run_id"] = self.run_id
-        call_id = getattr(self, "call_id", None)
-        if call_id is not None:
-            out["call_id"] = call_id
-        for field in dataclasses.fields(self):
-            if field.name in _ENVELOPE:
-                continue
-            value = getattr(self, field.name)
+        for name in _payload(type(self)):
+            value = getattr(self, name)
             if value is not None:
-                out[field.name] = value
+                out[name] = value
         return out
 
     def to_json(self) -> str:
         """Compact UTF-8 JSON of :meth:`to_dict`."""
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.cache
+def _payload(cls: type[BaseEvent]) -> tuple[str, ...]:
+    """A class's fields after the envelope, ``call_id`` first (the wire order)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE]
+    has_call = any(f.name == "call_id" for f in dataclasses.fields(cls))
+    return (("call_id",) if has_call else ()) + tuple(names)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

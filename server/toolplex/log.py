@@ -8,9 +8,6 @@ cursor that falls out of it learns so (:class:`Gap`).
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -45,9 +42,13 @@ class EventLog:
 
     def __init__(self, session_id: str, *, retain: int = 10_000, head: int = 0) -> None:
         self.session_id = session_id
-        self._events: deque[BaseEvent] = deque(maxlen=retain)
+        self.retain = retain
+        # A list trimmed in bulk (amortised O(1)) rather than a deque: readers index
+        # into the window by seq, and deque indexing walks from an end.
+        self._events: list[BaseEvent] = []
         self._head = head
         self._changed = anyio.Event()
+        self._waiting = False
         self._closed = False
         self.observers: list[Callable[[BaseEvent], None]] = []
         """Called with each stamped event on append (metrics, mirrors)."""
@@ -60,7 +61,7 @@ class EventLog:
     @property
     def first_seq(self) -> int:
         """The seq of the oldest retained event (head + 1 when empty)."""
-        return self._head - len(self._events) + 1
+        return self._head - min(len(self._events), self.retain) + 1
 
     def append(self, event: BaseEvent) -> BaseEvent:
         """Stamp ``seq``, ``ts`` and ``session_id`` on the event and store it.
@@ -70,21 +71,23 @@ class EventLog:
         """
         # [protocol] seq is per session, starting at 1, strictly increasing, gapless.
         self._head += 1
-        stamped = dataclasses.replace(
-            event, seq=self._head, ts=event.ts or now_ms(), session_id=self.session_id
-        )
+        stamped = event.stamp(self._head, event.ts or now_ms(), self.session_id)
         self._events.append(stamped)
-        self._changed.set()
-        self._changed = anyio.Event()
+        if len(self._events) >= 2 * self.retain:
+            del self._events[: len(self._events) - self.retain]
+        if self._waiting:
+            self._waiting = False
+            self._changed.set()
+            self._changed = anyio.Event()
         for observe in self.observers:
             observe(stamped)
         return stamped
 
     def replay(self, after: int = 0, limit: int | None = None) -> list[BaseEvent]:
         """The retained events with ``seq > after``, oldest first (at most ``limit``)."""
-        start = max(after - self.first_seq + 1, 0)
-        stop = None if limit is None else start + limit
-        return list(itertools.islice(self._events, start, stop))
+        offset = len(self._events) - (self._head - self.first_seq + 1)
+        start = offset + max(after - self.first_seq + 1, 0)
+        return self._events[start : None if limit is None else start + limit]
 
     def gap_after(self, after: int) -> Gap | None:
         """The missing range when a cursor at ``after`` is older than the window."""
@@ -95,6 +98,7 @@ class EventLog:
     async def wait_beyond(self, seq: int) -> None:
         """Return once the log's head passes ``seq`` or the log is closed."""
         while self._head <= seq and not self._closed:
+            self._waiting = True
             await self._changed.wait()
 
     def close(self) -> None:

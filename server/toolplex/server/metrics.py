@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from ..calls import Executor
@@ -34,11 +36,15 @@ class Metrics:
                              "Recent successful inline call duration quantiles per tool",
                              ["tool", "quantile"], registry=r)
         self._names: dict[str, str] = {}
+        self._by_type: dict[str, Any] = {}
 
     def observe(self, event: BaseEvent) -> None:
         """Count one appended event."""
         kind = event.type
-        self.events.labels(kind).inc()
+        counter = self._by_type.get(kind)
+        if counter is None:
+            counter = self._by_type[kind] = self.events.labels(kind)
+        counter.inc()
         call_id = getattr(event, "call_id", None)
         if kind == "tool.call.start" and call_id:
             self._names[call_id] = getattr(event, "name", "")

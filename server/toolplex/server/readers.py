@@ -82,6 +82,15 @@ async def frames(
     Raises:
         SlowReader: The reader stayed ``reader_max_lag`` behind too long.
     """
+    async for batch in batches(session, after, settings, counters=counters):
+        for frame in batch:
+            yield frame
+
+
+async def batches(
+    session: Session, after: int, settings: Settings, *, counters: dict[str, int] | None = None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """:func:`frames`, a ready batch at a time (a transport sends it in one go)."""
     log = session.log
     cursor = after
     behind_since: float | None = None
@@ -89,9 +98,9 @@ async def frames(
         gap = log.gap_after(cursor)
         if gap is not None:
             # [protocol] after older than the retained log: stream.gap, then a snapshot.
-            yield {"type": "stream.gap", "from_seq": gap.from_seq, "to_seq": gap.to_seq}
-            yield {"type": "stream.snapshot", "session_id": session.id,
-                   "messages": list(session.history)}
+            yield [{"type": "stream.gap", "from_seq": gap.from_seq, "to_seq": gap.to_seq},
+                   {"type": "stream.snapshot", "session_id": session.id,
+                    "messages": list(session.history)}]
             cursor = gap.to_seq
         lag = log.head_seq - cursor
         if lag > settings.reader_max_lag:
@@ -107,11 +116,9 @@ async def frames(
                 merged = coalesce(batch)
                 if counters is not None:
                     counters["coalesced"] = counters.get("coalesced", 0) + len(batch) - len(merged)
-                for frame in merged:
-                    yield frame
+                yield merged
             else:
-                for event in batch:
-                    yield event.to_dict()
+                yield [event.to_dict() for event in batch]
         elif log.closed:
             return
         else:

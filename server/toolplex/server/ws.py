@@ -15,7 +15,7 @@ from ..session import Session
 from .auth import SUBPROTOCOL, origin_allowed, token_of
 from .commands import Subscribe, command_error, parse_command, parse_json
 from .hub import Hub
-from .readers import SlowReader, frames, hello
+from .readers import SlowReader, batches, hello
 
 logger = logging.getLogger("toolplex.server.ws")
 
@@ -36,11 +36,13 @@ class _Connection:
         self.bad_frames = 0
         self.slow: SlowReader | None = None
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    async def send(self, *frames: dict[str, Any]) -> None:
+        texts = [json.dumps(f, separators=(",", ":"), ensure_ascii=False) for f in frames]
         async with self.lock:
+            # [readers] a batch that cannot leave within send_timeout marks a stalled reader.
             with anyio.fail_after(self.hub.settings.send_timeout):
-                await self.ws.send_text(text)
+                for text in texts:
+                    await self.ws.send_text(text)
 
     def subscribe(self, tg: anyio.abc.TaskGroup, after: int) -> None:
         if self.reader is not None:
@@ -53,9 +55,9 @@ class _Connection:
             await self.send(hello(self.session, after))
             counters: dict[str, int] = {}
             try:
-                async for frame in frames(self.session, after, self.hub.settings,
-                                          counters=counters):
-                    await self.send(frame)
+                async for batch in batches(self.session, after, self.hub.settings,
+                                           counters=counters):
+                    await self.send(*batch)
             except (SlowReader, TimeoutError) as exc:
                 self.slow = exc if isinstance(exc, SlowReader) else SlowReader(-1, -1)
                 self.hub.metrics.reader_drops.labels("disconnected").inc()

@@ -1,0 +1,65 @@
+"""Start a server in a subprocess on a free 127.0.0.1 port, for benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def process(argv: list[str], port: int, env: dict[str, str] | None = None,
+            ready: str = "/healthz") -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` until the block ends; wait until ``GET ready`` answers (or a TCP accept)."""
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if ready:
+                    httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=0.5)
+                else:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except (httpx.TransportError, OSError):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{argv} did not start") from None
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def uvicorn_argv(factory: str, port: int) -> list[str]:
+    """uvicorn serving an app factory the way ``toolplex serve`` configures it."""
+    return [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning", "--no-access-log",
+            "--ws-per-message-deflate", "false"]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
