@@ -94,10 +94,15 @@ class JobManager:
         self.sessions: dict[str, Session] = {}
         """Sessions in memory, by id, that completions are delivered to."""
         self._agent: Agent | None = None
+        # Which sessions have open or undelivered jobs, so a step asks the store only
+        # when there may be something to find (None: not known yet, ask).
+        self._open: set[str] | None = None
+        self._waiting: set[str] | None = None
 
     def bind(self, agent: Agent) -> None:
         """Attach to the agent whose tools and runs the jobs belong to."""
         self._agent = agent
+        self._load()
         agent.run_end_hooks.append(lambda run: self.pump(run.session))
 
     @property
@@ -112,7 +117,22 @@ class JobManager:
 
     def open_jobs(self, session: Session) -> list[dict[str, Any]]:
         """The session's jobs that have not ended."""
-        return self.store.jobs(session_id=session.id, open_only=True)
+        if self._open is not None and session.id not in self._open:
+            return []
+        rows = self.store.jobs(session_id=session.id, open_only=True)
+        if self._open is not None and not rows:
+            self._open.discard(session.id)
+        return rows
+
+    def use_store(self, store: Store) -> None:
+        """Keep jobs in ``store`` from now on (the server's SQLite file)."""
+        self.store = store
+        self._load()
+
+    def _load(self) -> None:
+        """Learn from the store which sessions have open or undelivered jobs."""
+        self._open = {r["session_id"] for r in self.store.jobs(open_only=True)}
+        self._waiting = {r["session_id"] for r in self.store.jobs(undelivered=True)}
 
     def _handle(self, row: dict[str, Any]) -> Job:
         return Job(row["id"], row["session_id"], row["call_id"], row["tool"], row["via"],
@@ -125,6 +145,8 @@ class JobManager:
                "status": status, "created": now, "expires": now + self.ttl}
         self.store.insert_job(row)
         self.sessions[session.id] = session
+        if self._open is not None:
+            self._open.add(session.id)
         return self._handle(row)
 
     async def run_call(self, call: ToolCall, session: Session, emit: Emit,
@@ -228,6 +250,8 @@ class JobManager:
         assert row is not None
         if not deliver:
             self.store.mark_delivered([job_id])
+        elif self._waiting is not None:
+            self._waiting.add(row["session_id"])
         session = self.sessions.get(row["session_id"])
         if session is not None:
             session.log.append(JobCompleted(job_id=job_id, status=status, output=output,  # type: ignore[arg-type]
@@ -241,7 +265,11 @@ class JobManager:
         # marked delivered as its run starts, so it is never lost nor handled twice.
         if session.runs or self._agent is None:
             return
+        if self._waiting is not None and session.id not in self._waiting:
+            return
         rows = self.store.jobs(session_id=session.id, undelivered=True)
+        if self._waiting is not None:
+            self._waiting.discard(session.id)
         if not rows:
             return
         self.store.mark_delivered([r["id"] for r in rows])

@@ -69,6 +69,9 @@ class Limits:
     """Running calls per session beyond it get ``limit_exceeded``."""
     run_deadline: float | None = None
     """Nominal seconds for a whole run: ``run.error`` code ``deadline_exceeded``."""
+    max_result_chars: int = 100_000
+    """A tool message longer than this reaches the model cut to this length, with a note
+    saying so. Clients still receive every chunk and the whole ``tool.result``."""
 
 
 class _RunFailed(Exception):
@@ -514,8 +517,19 @@ class Run:
         if calls and step.clean:
             for call in calls:
                 outcome = call.outcome or Outcome("cancelled", reason="run_cancelled")
+                content = _cut(outcome.for_model(), self.agent.limits.max_result_chars)
                 self.session.history.append({"role": "tool", "tool_call_id": call.model_call_id,
-                                             "content": outcome.for_model()})
+                                             "content": content})
+
+
+def _cut(content: str, limit: int) -> str:
+    """The model's copy of a tool message: at most `limit` characters, marked when cut."""
+    # [hardening] A tool may stream megabytes to the client; the model's context (and the
+    # session's history in memory) gets a bounded head of it and is told it was cut.
+    if len(content) <= limit:
+        return content
+    return (content[:limit]
+            + f"\n[toolplex: output truncated to {limit} of {len(content)} characters]")
 
 
 def _leaf(exc: BaseException) -> BaseException:

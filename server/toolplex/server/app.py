@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -52,6 +53,9 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_redaction()
+        if settings.freeze_gc:
+            gc.collect()
+            gc.freeze()
         async with anyio.create_task_group() as tg:
             await tg.start(hub.serve)
             try:

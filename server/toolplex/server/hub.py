@@ -32,7 +32,7 @@ class Hub:
         self._tg: TaskGroup | None = None
         self.jobs = agent.jobs
         if settings.db_path is not None:
-            self.jobs.store = Store(settings.db_path)
+            self.jobs.use_store(Store(settings.db_path))
         self.jobs.callback_base = settings.public_url.rstrip("/")
         if settings.webhook_secret:
             check_secret(settings.webhook_secret)
