@@ -303,6 +303,24 @@ class TestHistory:
         assert roles == ["user", "assistant", "user"]
         check_protocol(session.log.replay(0))
 
+    async def test_a_huge_output_reaches_the_client_whole_and_the_model_cut(self) -> None:
+        @tool
+        async def dump(n: int):  # type: ignore[no-untyped-def]
+            """Stream n lines."""
+            for i in range(n):
+                yield f"line {i}\n"
+
+        model = ScriptedModel([Step(calls=[Call("dump", {"n": 500})]), Step(text="ok")])
+        agent = Agent(tools=[dump], model=model, limits=Limits(max_result_chars=1000))
+        events = await collect(agent, "go")
+        whole = "".join(f"line {i}\n" for i in range(500))
+        assert "".join(e["data"] for e in of_type(events, "tool.output.delta")) == whole
+        assert of_type(events, "tool.result")[0]["output"] == whole
+        sent = next(m for m in model.requests[1]["messages"] if m["role"] == "tool")["content"]
+        assert sent.startswith(whole[:1000])
+        assert f"truncated to 1000 of {len(whole)} characters" in sent
+        assert len(sent) < 1100
+
 
 class TestGuards:
     async def test_a_model_that_calls_tools_forever_is_stopped_by_max_steps(self) -> None:
