@@ -46,4 +46,5 @@ def sessions_app() -> Starlette:
     """Each run streams BENCH_TICKS chunks BENCH_EVERY seconds apart."""
     n = int(os.environ.get("BENCH_TICKS", "10"))
     every = float(os.environ.get("BENCH_EVERY", "0.1"))
-    return create_app(_agent(Call("ticks", {"n": n, "every": every})))
+    settings = Settings(tune_gc=os.environ.get("BENCH_TUNE_GC", "1") == "1")
+    return create_app(_agent(Call("ticks", {"n": n, "every": every})), settings=settings)

@@ -22,6 +22,9 @@ from .hub import Hub
 from .settings import Settings
 from .ws import websocket_endpoint
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Young-generation collections every 50,000 allocations; see ``Settings.tune_gc``."""
+
 _NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
 <p>The demo page lives in the repository's <code>client_js/</code>; run the server from a
 checkout (<code>pip install -e .</code>) to serve it.</p>"""
@@ -53,9 +56,10 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_redaction()
-        if settings.freeze_gc:
+        if settings.tune_gc:
             gc.collect()
             gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         async with anyio.create_task_group() as tg:
             await tg.start(hub.serve)
             try:
