@@ -11,6 +11,7 @@ interface, so no key and no network are involved.
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -223,3 +224,29 @@ class Figure:
 
 WORKLOADS = tuple(Sizes().labels())
 """The workload keys, in table order."""
+
+
+def retrying(body: Body, attempts: int, backoff: float) -> Body:
+    """The wrapper a framework without tool retries needs: retry 503s with backoff
+    ``backoff``, ``2 * backoff``, ... (what toolplex and LangGraph declare instead)."""
+
+    @functools.wraps(body)
+    async def wrapped(key: str) -> str:
+        for attempt in range(attempts):
+            try:
+                return await body(key)
+            except Upstream503:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    return wrapped
+
+
+def flaky_body(flaky: Flaky) -> Body:
+    async def flaky_tool(key: str) -> str:
+        """Fail with 503 a few times, then answer."""
+        return flaky.attempt(time.perf_counter())
+
+    return flaky_tool

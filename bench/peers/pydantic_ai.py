@@ -1,0 +1,154 @@
+"""PydanticAI: an ``Agent`` on a ``FunctionModel`` (pydantic_ai.models.function) whose
+function and stream function replay the script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from pydantic_ai import Agent, CustomEvent, RunContext, Tool, UsageLimits
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+
+from ..workloads import (
+    FINAL_TEXT,
+    Body,
+    Cannot,
+    Flaky,
+    Recorder,
+    Script,
+    ScriptCall,
+    Sizes,
+    flaky_body,
+    retrying,
+    step_of,
+)
+
+NAME = "PydanticAI"
+NOTES: dict[str, str] = {
+    "w6": "tool emits a CustomEvent per chunk with ctx.emit(); caller reads run_stream_events()",
+    "w7": "tool retries re-ask the model (ModelRetry), no backoff: a 12-line retry-with-backoff "
+          "wrapper around the tool function (bench/workloads.py: retrying)",
+}
+
+
+def versions() -> str:
+    return f"pydantic-ai-slim {version('pydantic-ai-slim')}"
+
+
+def _calls(messages: list[ModelMessage], script: Script) -> tuple[list[ScriptCall], int]:
+    last_user = max(i for i, m in enumerate(messages) if isinstance(m, ModelRequest)
+                    and any(isinstance(p, UserPromptPart) for p in m.parts))
+    turns = sum(isinstance(m, ModelResponse) for m in messages[last_user + 1:])
+    return list(step_of(script, turns)), turns
+
+
+def _model(script: Script) -> FunctionModel:
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls, turns = _calls(messages, script)
+        for call in calls:
+            if call.after:
+                await asyncio.sleep(call.after)
+        if not calls:
+            return ModelResponse(parts=[TextPart(FINAL_TEXT)])
+        return ModelResponse(parts=[ToolCallPart(c.name, dict(c.args), f"call_{turns}_{i}")
+                                    for i, c in enumerate(calls)])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo
+                     ) -> AsyncIterator[str | DeltaToolCalls]:
+        calls, turns = _calls(messages, script)
+        if not calls:
+            yield FINAL_TEXT
+        for i, call in enumerate(calls):
+            if call.after:
+                await asyncio.sleep(call.after)
+            yield {i: DeltaToolCall(call.name, json.dumps(call.args),
+                                    tool_call_id=f"call_{turns}_{i}")}
+
+    return FunctionModel(respond, stream_function=stream)
+
+
+def _agent(script: Script, tools: list[Tool[Any]]) -> Agent[None, str]:
+    return Agent(_model(script), tools=tools)
+
+
+def prepare(script: Script, bodies: dict[str, Body],
+            max_steps: int) -> Callable[[], Awaitable[None]]:
+    agent = _agent(script, [Tool(b, name=n, takes_ctx=False) for n, b in bodies.items()])
+    limits = UsageLimits(request_limit=max_steps + 2)
+
+    async def run() -> None:
+        await agent.run("go", usage_limits=limits)
+
+    return run
+
+
+def w5(s: Sizes) -> Callable[[], Awaitable[float]]:
+    latencies = {"decisive": s.w5_decisive, "slow_0": s.w5_sibling, "slow_1": s.w5_sibling}
+    run = prepare(s.w5_script(), Recorder().bodies(latencies), 3)
+
+    async def measure() -> float:
+        start = time.perf_counter()
+        await run()
+        wall = (time.perf_counter() - start) * 1000
+        raise Cannot("no short-circuit: the step waits for every sibling", wall)
+
+    return measure
+
+
+@dataclass(kw_only=True)
+class Chunk(CustomEvent):
+    """One chunk of the streaming tool's output."""
+
+    i: int
+
+
+def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
+    async def stream(ctx: RunContext[None], key: str) -> str:
+        """Emit chunks a fixed gap apart."""
+        for i in range(s.w6_chunks):
+            await asyncio.sleep(s.w6_gap)
+            await ctx.emit(Chunk(i=i))
+        return key
+
+    agent = _agent(s.w6_script(), [Tool(stream, name="stream", takes_ctx=True)])
+
+    async def measure() -> float:
+        start = time.perf_counter()
+        first = None
+        async with agent.run_stream_events("go") as events:
+            async for event in events:
+                if first is None and isinstance(event, Chunk):
+                    first = time.perf_counter() - start
+        assert first is not None, "no chunk reached the caller"
+        return first / s.w6_gap
+
+    return measure
+
+
+def w7(s: Sizes) -> Callable[[], Awaitable[float]]:
+    flaky = Flaky(s.w7_failures)
+    body = retrying(flaky_body(flaky), s.w7_failures + 1, s.w7_backoff)
+    run = prepare(s.w7_script(), {"flaky": body}, 3)
+
+    async def measure() -> float:
+        flaky.attempts.clear()
+        start = time.perf_counter()
+        await run()
+        wall = (time.perf_counter() - start) * 1000
+        flaky.check(s.w7_backoff)
+        return wall
+
+    return measure
