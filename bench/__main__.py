@@ -5,8 +5,9 @@ written against its own model interface (no key, no network). Peers come from
 the optional extra: ``pip install -e '.[bench]'``; one not installed is shown as
 such. Cells are the median of --runs runs (after one warm-up) with min-max;
 "cannot" is what a framework cannot do without code around it, with what it did
-instead, measured once; a dagger marks a figure that needed the code listed
-under the table (measured with it).
+instead, measured once; a dagger marks a figure that needed wrapper code around
+the framework (listed under the table, measured with it), a star one that used a
+framework feature worth naming (also listed).
 
     python -m bench [--runs 5] [--quick] [--only toolplex langgraph]
 """
@@ -59,8 +60,9 @@ def cell(result: dict[str, Any], key: str) -> str:
         text += f" = {value['median'] / raw['median']:.0f}x bare loop"
     if key == "w7":
         text = "yes, " + text
-    if key in result.get("notes", {}):
-        text += " \u2020"
+    note = result.get("notes", {}).get(key)
+    if note:
+        text += " \u2020 wrapper" if note.startswith("wrapper") else " *"
     return text
 
 
@@ -98,7 +100,9 @@ def table(sizes: Sizes, results: dict[str, dict[str, Any]],
     notes = [(PEERS[p], k, n) for p in results for k, n in results[p].get("notes", {}).items()]
     if notes:
         lines.append("")
-        lines.extend(f"- \u2020 {name}, {labels[k].split(':')[0]}: {n}" for name, k, n in notes)
+        dagger = "\u2020"
+        lines.extend(f"- {dagger if n.startswith('wrapper') else '*'} {name}, "
+                     f"{labels[k].split(':')[0]}: {n}" for name, k, n in notes)
     return "\n".join(lines)
 
 

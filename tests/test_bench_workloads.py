@@ -47,14 +47,14 @@ def test_table_has_a_row_per_workload_and_shows_cannot() -> None:
     figure = {"median": 1.0, "low": 1.0, "high": 1.1, "runs": 5}
     ours = {"framework": "toolplex", "versions": "toolplex 0", "notes": {},
             **dict.fromkeys(WORKLOADS, figure)}
-    theirs = {**ours, "versions": "langgraph 0", "notes": {"w7": "a retry wrapper"},
+    theirs = {**ours, "versions": "langgraph 0", "notes": {"w7": "wrapper: a retry loop"},
               "w5": {"cannot": "no short-circuit", "figure": 5000.0}}
     rss = {"toolplex": {"rss_before_mib": 50.0, "rss_peak_mib": 80.0, "wall_ratio": 1.2}}
     text = table(sizes, {"toolplex": ours, "langgraph": theirs}, rss)
     rows = [line for line in text.splitlines() if line.startswith("| W")]
     assert len(rows) == len(WORKLOADS), text
     assert "cannot: no short-circuit (5,000)" in text
-    assert "\u2020" in text and "a retry wrapper" in text, "wrapper code must be disclosed"
+    assert "\u2020 wrapper" in text and "a retry loop" in text, "wrapper code must be disclosed"
     assert "80 MiB" in text
 
 

@@ -38,8 +38,8 @@ from ..workloads import (
 
 NAME = "OpenAI Agents SDK"
 NOTES: dict[str, str] = {
-    "w7": "no tool retry (its retries are for model requests): a 12-line retry-with-backoff "
-          "wrapper around the tool function (bench/workloads.py: retrying)",
+    "w7": "wrapper: no tool retry (its retries are for model requests), so a 12-line "
+          "retry-with-backoff loop around the tool function (bench/workloads.py: retrying)",
 }
 set_tracing_disabled(True)
 

@@ -39,8 +39,8 @@ from ..workloads import (
 NAME = "PydanticAI"
 NOTES: dict[str, str] = {
     "w6": "tool emits a CustomEvent per chunk with ctx.emit(); caller reads run_stream_events()",
-    "w7": "tool retries re-ask the model (ModelRetry), no backoff: a 12-line retry-with-backoff "
-          "wrapper around the tool function (bench/workloads.py: retrying)",
+    "w7": "wrapper: its tool retries re-ask the model (ModelRetry), no backoff, so a 12-line "
+          "retry-with-backoff loop around the tool function (bench/workloads.py: retrying)",
 }
 
 
