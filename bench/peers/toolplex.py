@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import version
 
 from toolplex import Agent, Clock, Limits, ToolError, tool
 from toolplex.testing import Call, ScriptedModel, Step
 
-from ..workloads import Body, Flaky, Recorder, Script, Sizes, Upstream503
+from ..workloads import Body, Flaky, Recorder, Script, ScriptCall, Sizes, Upstream503
 
 NAME = "toolplex"
 NOTES: dict[str, str] = {}
@@ -20,10 +20,18 @@ def versions() -> str:
     return f"toolplex {version('toolplex')}"
 
 
+def _step(calls: Sequence[ScriptCall]) -> Step:
+    # A ScriptCall's wait comes after its header, before its arguments (a model writing
+    # them); Call(after=...) would wait before the header. W3 waits alike for every call.
+    waits = {c.after for c in calls}
+    if len(waits) == 1 and 0.0 not in waits:
+        return Step(calls=[Call(c.name, c.args) for c in calls], arg_fragments=1,
+                    arg_delay=waits.pop())
+    return Step(calls=[Call(c.name, c.args, after=c.after) for c in calls])
+
+
 def _model(script: Script) -> ScriptedModel:
-    steps = [Step(calls=[Call(c.name, c.args, after=c.after) for c in calls])
-             for calls in script]
-    return ScriptedModel([*steps, Step(text="done")])
+    return ScriptedModel([*map(_step, script), Step(text="done")])
 
 
 def _agent(script: Script, tools: list, max_steps: int, **options: object) -> Agent:
