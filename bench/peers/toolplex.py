@@ -46,9 +46,12 @@ async def _drain(agent: Agent) -> None:
         pass
 
 
-def prepare(script: Script, bodies: dict[str, Body],
-            max_steps: int) -> Callable[[], Awaitable[None]]:
-    agent = _agent(script, [tool(name=n, timeout=30)(b) for n, b in bodies.items()], max_steps)
+def prepare(script: Script, bodies: dict[str, Body], max_steps: int,
+            **tool_options: object) -> Callable[[], Awaitable[None]]:
+    """``tool_options`` go to ``@tool`` (bench/parallel.py: ``side_effects=True``)."""
+    tools = [tool(name=n, timeout=30, **tool_options)(b)  # type: ignore[call-overload]
+             for n, b in bodies.items()]
+    agent = _agent(script, tools, max_steps)
     return lambda: _drain(agent)
 
 

@@ -1,0 +1,126 @@
+"""What toolplex costs per tool call, against a raw asyncio loop doing the same work.
+
+Both sides talk to the same kind of ScriptedModel through the same ``openai`` SDK
+client path, so the model's cost (HTTP framing, JSON, chunk parsing) is in both:
+
+- toolplex: ``Agent.run`` over a script of ``--steps`` steps of one zero-latency
+  call each (and one step of ``--fanout`` calls), every event produced and drained;
+- raw: a plain loop streaming each completion through the SDK client (the same
+  ``post()`` request path OpenAIModel uses), gathering the call from the chunks,
+  awaiting the tool function, appending the assistant and tool messages: what a
+  hand-written agent loop does, nothing more.
+
+    python -m bench.overhead [--steps 500] [--fanout 50] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from toolplex import Agent, Limits, tool
+from toolplex.testing import Call, ScriptedModel, Step
+
+
+async def noop(key: str) -> str:
+    """Answer at once."""
+    return key
+
+
+NOOP = tool(name="noop")(noop)
+
+
+def _script(steps: int, fanout: int) -> list[Step]:
+    if fanout > 1:
+        calls = [[Call("noop", {"key": str(i)}) for i in range(fanout)]]
+    else:
+        calls = [[Call("noop", {"key": str(i)})] for i in range(steps)]
+    return [*(Step(calls=c) for c in calls), Step(text="done")]
+
+
+async def toolplex_loop(steps: int, fanout: int = 1) -> float:
+    """Seconds for one toolplex run of the script."""
+    width = max(fanout, 1) + 1
+    agent = Agent(tools=[NOOP], model=ScriptedModel(_script(steps, fanout)),
+                  limits=Limits(max_steps=steps + 2, max_calls_per_step=width,
+                                max_concurrent_calls=width))
+    start = time.perf_counter()
+    async for _ in agent.run("go"):
+        pass
+    return time.perf_counter() - start
+
+
+async def raw_loop(steps: int, fanout: int = 1) -> float:
+    """Seconds for a bare loop over the same script, through the same SDK client."""
+    model = ScriptedModel(_script(steps, fanout))
+    specs = [NOOP.spec()]
+    history: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    start = time.perf_counter()
+    while True:
+        # The request path OpenAIModel uses: the SDK's post() with its streaming cast
+        # (.create() would add a parameter transform that grows with the history).
+        stream = await model.client.post(
+            "/chat/completions", cast_to=ChatCompletion, stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+            body={"model": "scripted", "messages": history, "tools": specs, "stream": True})
+        calls: dict[int, dict[str, str]] = {}
+        async for chunk in stream:
+            for choice in chunk.choices:
+                for delta in choice.delta.tool_calls or []:
+                    call = calls.setdefault(delta.index, {"id": "", "name": "", "args": ""})
+                    call["id"] = delta.id or call["id"]
+                    if delta.function is not None:
+                        call["name"] = delta.function.name or call["name"]
+                        call["args"] += delta.function.arguments or ""
+        if not calls:
+            return time.perf_counter() - start
+        ordered = [calls[i] for i in sorted(calls)]
+        history.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["args"]}} for c in ordered]})
+        results = await asyncio.gather(*(noop(**json.loads(c["args"])) for c in ordered))
+        history.extend({"role": "tool", "tool_call_id": c["id"], "content": r}
+                       for c, r in zip(ordered, results, strict=True))
+
+
+async def run(steps: int = 500, fanout: int = 50, runs: int = 3) -> dict[str, float]:
+    """Median microseconds per call for toolplex and raw, over steps and fanned out."""
+    out: dict[str, float] = {}
+    for label, n, width in (("steps", steps, 1), ("fanout", fanout, fanout)):
+        await toolplex_loop(2, width)  # warm up imports, pools and caches
+        await raw_loop(2, width)
+        ours = statistics.median([await toolplex_loop(n, width) for _ in range(runs)])
+        raw = statistics.median([await raw_loop(n, width) for _ in range(runs)])
+        out[f"{label}_toolplex_us"] = ours / n * 1e6
+        out[f"{label}_raw_us"] = raw / n * 1e6
+        out[f"{label}_ratio"] = ours / raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--fanout", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    options = parser.parse_args(argv)
+    r = asyncio.run(run(options.steps, options.fanout, options.runs))
+    print(f"per tool call, median of {options.runs} runs (model cost included on both sides)")
+    print(f"  {'':36}{'toolplex':>10}{'raw loop':>10}{'ratio':>8}")
+    for label, what in (("steps", f"{options.steps} steps x 1 zero-latency call"),
+                        ("fanout", f"1 step x {options.fanout} zero-latency calls")):
+        print(f"  {what:36}{r[label + '_toolplex_us']:>8,.0f}us{r[label + '_raw_us']:>8,.0f}us"
+              f"{r[label + '_ratio']:>8.2f}")
+    print("  goal: ratio <= 2")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The issue benchmarks at tiny sizes, so their code cannot rot (figures live in the README).
+
+Shapes and sanity are asserted, not timings: the one timing assertion is ordering that
+holds by construction (side-effecting calls wait for the response, so they end later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from bench import overhead, parallel, sessions, ws_throughput
+from bench.workloads import Sizes
+
+
+async def test_parallel_prints_w1_w3_and_the_side_effect_contrast() -> None:
+    figures = await parallel.run(Sizes.tiny(), runs=1)
+    assert set(figures) == {"w1", "w3", "w3_side_effects"}
+    for figure in figures.values():
+        assert math.isfinite(figure.median) and figure.median >= 1.0
+    assert figures["w3_side_effects"].median > figures["w3"].median
+
+
+async def test_overhead_compares_toolplex_with_a_raw_loop_on_the_same_client() -> None:
+    figures = await overhead.run(steps=3, fanout=3, runs=1)
+    for label in ("steps", "fanout"):
+        ours, raw = figures[f"{label}_toolplex_us"], figures[f"{label}_raw_us"]
+        assert 0 < ours < 1e6 and 0 < raw < 1e6
+        assert math.isclose(figures[f"{label}_ratio"], ours / raw)
+
+
+def test_throughput_and_sessions_run_against_a_real_server_process() -> None:
+    through = ws_throughput.measure(chunks=500, runs=1)
+    assert through["toolplex"] > 0 and through["raw"] > 0
+    many = asyncio.run(sessions.run(sessions=5, ticks=3, every=0.01))
+    assert many["chunks"] == 15, "every chunk of every session arrived"
+    assert 0 < many["p50_ms"] <= many["p99_ms"] <= many["max_ms"]
