@@ -46,5 +46,7 @@ def sessions_app() -> Starlette:
     """Each run streams BENCH_TICKS chunks BENCH_EVERY seconds apart."""
     n = int(os.environ.get("BENCH_TICKS", "10"))
     every = float(os.environ.get("BENCH_EVERY", "0.1"))
-    settings = Settings(tune_gc=os.environ.get("BENCH_TUNE_GC", "1") == "1")
+    thresholds = os.environ.get("BENCH_GC_THRESHOLDS")
+    settings = Settings(gc_thresholds=tuple(map(int, thresholds.split(",")))  # type: ignore[arg-type]
+                        if thresholds else None)
     return create_app(_agent(Call("ticks", {"n": n, "every": every})), settings=settings)

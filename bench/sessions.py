@@ -5,7 +5,7 @@ chunks 100 ms apart, each stamped with the wall time it was yielded; the reader
 records when it received it. The server runs in its own process, so its RSS
 growth divided by N is the memory one live session costs.
 
-    python -m bench.sessions [--sessions 1000] [--ticks 200] [--interpreter-gc]
+    python -m bench.sessions [--sessions 1000] [--ticks 200] [--gc-thresholds 50000,20,100]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def _follow(ws: ClientConnection, latencies: list[float], delay: float) ->
 
 
 async def run(sessions: int, ticks: int, every: float, spread: float | None = None,
-              tune_gc: bool = True) -> dict[str, float]:
+              gc_thresholds: str | None = None) -> dict[str, float]:
     """Latency quantiles (ms) and RSS per session (KiB) for ``sessions`` at once.
 
     Runs start spread uniformly over ``spread`` seconds (default: one stream's length),
@@ -49,7 +49,7 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {"BENCH_TICKS": str(ticks), "BENCH_EVERY": str(every),
-           "BENCH_TUNE_GC": "1" if tune_gc else ""}
+           "BENCH_GC_THRESHOLDS": gc_thresholds or ""}
     with process(uvicorn_argv("bench.apps:sessions_app", port), port, env=env) as proc:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -96,16 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spread", type=float, default=None,
                         help="seconds over which runs start (default: one stream's length; "
                              "0: all at once)")
-    parser.add_argument("--interpreter-gc", action="store_true",
-                        help="serve with Settings(tune_gc=False): CPython's GC defaults")
+    parser.add_argument("--gc-thresholds", metavar="A,B,C",
+                        help="serve with Settings(gc_thresholds=(A, B, C)), e.g. 50000,20,100")
     options = parser.parse_args(argv)
     r = asyncio.run(run(options.sessions, options.ticks, options.every, options.spread,
-                        tune_gc=not options.interpreter_gc))
+                        gc_thresholds=options.gc_thresholds))
     spread = options.ticks * options.every if options.spread is None else options.spread
     print(f"{options.sessions} concurrent sessions, each a WebSocket reader and a tool "
           f"yielding {options.ticks} chunks {options.every * 1000:.0f} ms apart; runs start "
           f"spread over {spread:.1f} s; "
-          f"{'interpreter GC defaults' if options.interpreter_gc else 'Settings.tune_gc'}")
+          f"GC thresholds {options.gc_thresholds or 'CPython defaults'}")
     print(f"  yield -> receipt latency: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
           f"max {r['max_ms']:.1f} ms over {r['chunks']:.0f} chunks (goal p99 <= 20 ms)")
     print(f"  server RSS: {r['rss_before_mib']:.0f} MiB idle sessions -> "

@@ -367,11 +367,16 @@ class Executor:
             before_sleep=before_sleep,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                return await self._attempt(call, tool, number, emit, on_chunk,
-                                           last=number > tool.retries)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    return await self._attempt(call, tool, number, emit, on_chunk,
+                                               last=number > tool.retries)
+        finally:
+            # The iterator and its retry state reference each other: without this the
+            # cycle keeps the call and its output alive until a full GC collection.
+            retrying.wait = retrying.before_sleep = None  # type: ignore[assignment]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def _attempt(

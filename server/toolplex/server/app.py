@@ -22,9 +22,6 @@ from .hub import Hub
 from .settings import Settings
 from .ws import websocket_endpoint
 
-GC_THRESHOLDS = (50_000, 20, 100)
-"""Young-generation collections every 50,000 allocations; see ``Settings.tune_gc``."""
-
 _NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
 <p>The demo page lives in the repository's <code>client_js/</code>; run the server from a
 checkout (<code>pip install -e .</code>) to serve it.</p>"""
@@ -56,10 +53,11 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_redaction()
-        if settings.tune_gc:
+        if settings.freeze_gc:
             gc.collect()
             gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
+        if settings.gc_thresholds is not None:
+            gc.set_threshold(*settings.gc_thresholds)
         async with anyio.create_task_group() as tg:
             await tg.start(hub.serve)
             try:

@@ -109,16 +109,20 @@ async def batches(
                 raise SlowReader(cursor, lag)
         else:
             behind_since = None
-        batch = log.replay(cursor, _BATCH)
-        if batch:
-            cursor = batch[-1].seq
+        events = log.replay(cursor, _BATCH)
+        if events:
+            cursor = events[-1].seq
             if lag > settings.reader_queue:
-                merged = coalesce(batch)
+                ready = coalesce(events)
                 if counters is not None:
-                    counters["coalesced"] = counters.get("coalesced", 0) + len(batch) - len(merged)
-                yield merged
+                    counters["coalesced"] = counters.get("coalesced", 0) + len(events) - len(ready)
             else:
-                yield [event.to_dict() for event in batch]
+                ready = [event.to_dict() for event in events]
+            # A reader's frames may outlive it in a reference cycle (a cancelled task's
+            # traceback) until a full GC: they hold no events, and the transport clears
+            # `ready` once sent.
+            events.clear()
+            yield ready
         elif log.closed:
             return
         else:

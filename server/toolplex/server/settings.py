@@ -50,11 +50,14 @@ class Settings:
     """``whsec_...`` secret webhooks are signed with (env TOOLPLEX_WEBHOOK_SECRET)."""
     webhook_tolerance: float = 300.0
     """Seconds a webhook's timestamp may differ from now."""
-    tune_gc: bool = True
-    """Tune CPython's cyclic GC for a server holding many sessions: at startup
-    ``gc.freeze()`` what is alive (imported modules), then collect the young generation
-    every 50,000 allocations rather than 700 (``gc.set_threshold(50_000, 20, 100)``).
-    With the defaults, collections rescan every session's retained events and stall all
-    streams at once: bench/sessions.py measured p99 352 ms against 8.7 ms tuned."""
+    freeze_gc: bool = True
+    """At startup, ``gc.freeze()`` what is alive (imported modules: openai, pydantic,
+    starlette...), so that collections stop rescanning it."""
+    gc_thresholds: tuple[int, int, int] | None = None
+    """``gc.set_threshold(...)`` at startup; None keeps CPython's (700, 10, 10).
+    (50_000, 20, 100) cut bench/sessions.py's p99 at 1,000 streaming sessions from
+    about 300 ms to 9-17 ms, but in the stalled-reader test RSS then grew about 4 MiB per
+    48 MiB run instead of levelling off: opt in where latency matters more than memory,
+    and watch memory."""
     public_url: str = "http://127.0.0.1:8000"
     """The base URL external services reach this server at (for callback URLs)."""

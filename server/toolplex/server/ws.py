@@ -38,11 +38,17 @@ class _Connection:
 
     async def send(self, *frames: dict[str, Any]) -> None:
         texts = [json.dumps(f, separators=(",", ":"), ensure_ascii=False) for f in frames]
-        async with self.lock:
-            # [readers] a batch that cannot leave within send_timeout marks a stalled reader.
-            with anyio.fail_after(self.hub.settings.send_timeout):
-                for text in texts:
-                    await self.ws.send_text(text)
+        try:
+            async with self.lock:
+                # [readers] a batch that cannot leave within send_timeout marks a stalled
+                # reader.
+                with anyio.fail_after(self.hub.settings.send_timeout):
+                    for text in texts:
+                        await self.ws.send_text(text)
+        finally:
+            # A cancelled send's frame lives on in its traceback's reference cycle until a
+            # full GC collection: it must not keep the batch's text alive with it.
+            texts.clear()
 
     def subscribe(self, tg: anyio.abc.TaskGroup, after: int) -> None:
         if self.reader is not None:
@@ -57,7 +63,10 @@ class _Connection:
             try:
                 async for batch in batches(self.session, after, self.hub.settings,
                                            counters=counters):
-                    await self.send(*batch)
+                    try:
+                        await self.send(*batch)
+                    finally:
+                        batch.clear()  # (as in send: nothing big left in a dead frame)
             except (SlowReader, TimeoutError) as exc:
                 self.slow = exc if isinstance(exc, SlowReader) else SlowReader(-1, -1)
                 self.hub.metrics.reader_drops.labels("disconnected").inc()
