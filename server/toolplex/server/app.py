@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..runner import Agent
 from ..scripted import ScriptedModel
-from . import routes
+from . import ag_ui, ai_sdk, routes
 from .auth import install_redaction
 from .hub import Hub
 from .settings import Settings
@@ -86,6 +86,10 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         Route("/v1/jobs/{job_id}", routes.job_status),
         Route("/v1/jobs/{job_id}/complete", routes.complete_job, methods=["POST"]),
         Route("/v1/webhooks/{job_id}", routes.webhook, methods=["POST"]),
+        # Ecosystem adapters: encoders over the same log (see ag_ui.py, ai_sdk.py).
+        Route("/ag-ui", ag_ui.endpoint, methods=["POST"]),
+        Route("/v1/ai-sdk/chat", ai_sdk.chat, methods=["POST"]),
+        Route("/v1/ai-sdk/chat/{chat_id}/stream", ai_sdk.resume_stream),
     ]
     if settings.static_dir is not None:
         route_list.append(Mount("/static", StaticFiles(directory=settings.static_dir)))

@@ -1,0 +1,120 @@
+"""What the ecosystem adapters share: their conversation ids mapped to sessions, and one
+run's frames out of the session's log.
+
+AG-UI names a conversation by ``threadId`` and the AI SDK by its chat ``id``; both are
+chosen by the client. An id that is the id of a session made by ``POST /v1/sessions``
+is that session and needs its token; any other id gets a session of its own on first
+use (no token: these endpoints are meant to be called by a trusted backend). The map
+lives in memory: after a restart a known id starts a new session.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+
+from ..events import TERMINAL_RUN_TYPES
+from ..session import Session
+from .hub import Hub
+from .readers import SlowReader, frames
+
+
+class Conversations:
+    """Client-chosen conversation ids (per adapter) and the sessions they stand for."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], str] = {}
+
+    def find(self, hub: Hub, kind: str, key: str, token: str | None) -> Session | None:
+        """The session for ``key``, or None when there is none (or the token is wrong).
+
+        Raises:
+            PermissionError: ``key`` is a session id and ``token`` is not its token.
+        """
+        if hub.store.get(key) is not None:
+            session = hub.store.authorize(key, token)
+            if session is None:
+                raise PermissionError("missing or invalid session token")
+            return session
+        session_id = self._ids.get((kind, key))
+        return hub.store.get(session_id) if session_id is not None else None
+
+    def open(self, hub: Hub, kind: str, key: str, token: str | None) -> Session:
+        """The session for ``key``, created on first use.
+
+        Raises:
+            PermissionError: ``key`` is a session id and ``token`` is not its token.
+        """
+        session = self.find(hub, kind, key, token)
+        if session is None:
+            session = hub.create_session()
+            self._ids[(kind, key)] = session.id
+        return session
+
+
+_MAPS: weakref.WeakKeyDictionary[Hub, Conversations] = weakref.WeakKeyDictionary()
+
+
+def conversations(hub: Hub) -> Conversations:
+    """The hub's conversation map (made on first use; one per server)."""
+    found = _MAPS.get(hub)
+    if found is None:
+        found = _MAPS[hub] = Conversations()
+    return found
+
+
+class RunFrames:
+    """One run's frames from a cursor, live, ending after its terminal event.
+
+    Session-level job events (``job.progress``, ``job.completed``) are included for the
+    jobs this run started. :attr:`cursor` is the seq of the last log event read, shown
+    or not, so a caller can wait on the log without consuming it.
+    """
+
+    def __init__(self, hub: Hub, session: Session, run_id: str, after: int) -> None:
+        self.hub = hub
+        self.session = session
+        self.run_id = run_id
+        self.cursor = after
+        self._jobs: set[str] = set()
+
+    async def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            async for frame in frames(self.session, self.cursor, self.hub.settings):
+                if frame["type"].startswith("stream."):
+                    continue
+                self.cursor = frame["seq"]
+                if frame.get("run_id") == self.run_id:
+                    if frame["type"] == "job.pending":
+                        self._jobs.add(frame["job_id"])
+                    yield frame
+                    if frame["type"] in TERMINAL_RUN_TYPES:
+                        return
+                elif frame["type"].startswith("job.") and frame.get("job_id") in self._jobs:
+                    yield frame
+        except SlowReader:
+            return  # the client sees the stream end early, as after a network failure
+
+    def more_ready(self) -> bool:
+        """True when the log holds events beyond :attr:`cursor`."""
+        return self.session.log.head_seq > self.cursor
+
+
+def start_seq(session: Session, run_id: str) -> int:
+    """The seq just before the run's ``run.started`` (the oldest retained one if it fell out)."""
+    for event in reversed(session.log.replay()):
+        if event.type == "run.started" and event.run_id == run_id:
+            return event.seq - 1
+    return session.log.first_seq - 1
+
+
+def event_stream(hub: Hub, content: AsyncIterator[bytes], headers: dict[str, str] | None = None
+                 ) -> EventSourceResponse:
+    """An SSE response of pre-encoded frames, with the server's heartbeat, LF line endings."""
+    # [protocol] LF line endings only; heartbeats are transport-level comments.
+    return EventSourceResponse(
+        content, ping=hub.settings.heartbeat, sep="\n", send_timeout=hub.settings.send_timeout,
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
