@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import pydantic
 from ag_ui.core import (
     AssistantMessage,
     DeveloperMessage,
@@ -31,18 +30,14 @@ from ag_ui.core import (
 )
 from ag_ui.encoder import EventEncoder
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..exceptions import ProtocolError
 from ..runner import Run
 from ..session import Session
 from .ag_ui_encoder import AgUiEncoder
-from .auth import token_of
-from .conversations import RunFrames, conversations, event_stream
+from .conversations import Refused, RunFrames, event_stream, open_conversation
 from .hub import Hub
-
-_STATUS = {"bad_input": 422, "too_large": 413, "run_active": 409, "unknown_job": 404,
-           "not_human": 409, "job_finished": 409}
 
 
 def _text(content: Any) -> str:
@@ -115,31 +110,19 @@ def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:
     return run  # type: ignore[no-any-return]
 
 
-def _error(code: str, message: str, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}},
-                        status_code=status or _STATUS.get(code, 400))
-
-
 async def endpoint(request: Request) -> Response:
     """``POST /ag-ui``: a ``RunAgentInput`` in, the run's AG-UI events out over SSE."""
-    hub: Hub = request.app.state.hub
-    raw = await request.body()
-    if len(raw) > hub.settings.max_frame_bytes:
-        return _error("too_large", "the request body is too large")
     try:
-        body = RunAgentInput.model_validate_json(raw)
-    except pydantic.ValidationError as exc:
-        return _error("bad_input", f"not a RunAgentInput: {exc.errors()[0]['msg']}")
-    try:
-        session = conversations(hub).open(hub, "ag-ui", body.thread_id, token_of(request))
-    except PermissionError as exc:
-        return _error("unauthorized", str(exc), 401)
+        hub, body, session = await open_conversation(request, RunAgentInput,
+                                                     "a RunAgentInput", "ag-ui", "thread_id")
+    except Refused as refused:
+        return refused.response
     head = session.log.head_seq
     try:
         run = (resume(hub, session, body.resume) if body.resume
                else hub.start_run(session, run_input(session, body.messages)))
     except ProtocolError as exc:
-        return _error(exc.code, exc.message)
+        return Refused(exc.code, exc.message).response
     encoder, sse = AgUiEncoder(body.thread_id, body.run_id), EventEncoder()
 
     async def stream() -> AsyncIterator[bytes]:

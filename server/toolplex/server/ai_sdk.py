@@ -37,13 +37,20 @@ from typing import Any, Literal
 import anyio
 import pydantic
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..calls import Outcome
 from ..exceptions import ProtocolError
 from ..session import Session
 from .auth import token_of
-from .conversations import RunFrames, conversations, event_stream, start_seq
+from .conversations import (
+    Refused,
+    RunFrames,
+    conversations,
+    event_stream,
+    open_conversation,
+    start_seq,
+)
 from .hub import Hub
 
 PRELIMINARY_INTERVAL = 0.1
@@ -51,9 +58,6 @@ PRELIMINARY_INTERVAL = 0.1
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 """The header ``useChat``'s transport expects on a UI message stream."""
-
-_STATUS = {"bad_input": 422, "too_large": 413, "run_active": 409}
-
 
 @dataclass
 class _Call:
@@ -323,11 +327,6 @@ def run_input(session: Session, messages: Sequence[_UIMessage]) -> str | list[di
     return chat
 
 
-def _error(code: str, message: str, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}},
-                        status_code=status or _STATUS.get(code, 400))
-
-
 async def _stream(hub: Hub, session: Session, run_id: str, after: int) -> AsyncIterator[bytes]:
     encoder = UIMessageStreamEncoder()
     tail = RunFrames(hub, session, run_id, after)
@@ -351,23 +350,16 @@ async def _stream(hub: Hub, session: Session, run_id: str, after: int) -> AsyncI
 
 async def chat(request: Request) -> Response:
     """``POST /v1/ai-sdk/chat``: start a run on the chat's last user message; stream it."""
-    hub: Hub = request.app.state.hub
-    raw = await request.body()
-    if len(raw) > hub.settings.max_frame_bytes:
-        return _error("too_large", "the request body is too large")
     try:
-        body = _ChatRequest.model_validate_json(raw)
-    except pydantic.ValidationError as exc:
-        return _error("bad_input", f"not a chat request: {exc.errors()[0]['msg']}")
-    try:
-        session = conversations(hub).open(hub, "ai-sdk", body.id, token_of(request))
-    except PermissionError as exc:
-        return _error("unauthorized", str(exc), 401)
+        hub, body, session = await open_conversation(request, _ChatRequest,
+                                                     "a chat request", "ai-sdk", "id")
+    except Refused as refused:
+        return refused.response
     head = session.log.head_seq
     try:
         run = hub.start_run(session, run_input(session, body.messages))
     except ProtocolError as exc:
-        return _error(exc.code, exc.message)
+        return Refused(exc.code, exc.message).response
     return event_stream(hub, _stream(hub, session, run.id, head), HEADERS)
 
 
@@ -378,7 +370,7 @@ async def resume_stream(request: Request) -> Response:
         session = conversations(hub).find(hub, "ai-sdk", request.path_params["chat_id"],
                                           token_of(request))
     except PermissionError as exc:
-        return _error("unauthorized", str(exc), 401)
+        return Refused("unauthorized", str(exc)).response
     run = next(iter(session.runs.values()), None) if session is not None else None
     if session is None or run is None:
         return Response(status_code=204)

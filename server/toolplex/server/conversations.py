@@ -12,14 +12,55 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
+import pydantic
 from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from ..events import TERMINAL_RUN_TYPES
 from ..session import Session
+from .auth import token_of
 from .hub import Hub
 from .readers import SlowReader, frames
+
+Body = TypeVar("Body", bound=pydantic.BaseModel)
+
+_STATUS = {"bad_input": 422, "too_large": 413, "run_active": 409, "unknown_job": 404,
+           "not_human": 409, "job_finished": 409, "unauthorized": 401}
+
+
+class Refused(Exception):
+    """A request an adapter answers with a JSON error instead of a stream."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.response = JSONResponse({"error": {"code": code, "message": message}},
+                                     status_code=_STATUS.get(code, 400))
+
+
+async def open_conversation(request: Request, model: type[Body], what: str, kind: str,
+                            conversation_id: str) -> tuple[Hub, Body, Session]:
+    """Read and validate an adapter's request body; its conversation's session.
+
+    ``conversation_id`` names the body's field that holds the conversation id.
+    Raises :class:`Refused` (413, 422, 401) for an oversized, invalid or unauthorized one.
+    """
+    hub: Hub = request.app.state.hub
+    raw = await request.body()
+    if len(raw) > hub.settings.max_frame_bytes:
+        raise Refused("too_large", "the request body is too large")
+    try:
+        body = model.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise Refused("bad_input", f"not {what}: {exc.errors()[0]['msg']}") from None
+    try:
+        session = conversations(hub).open(hub, kind, getattr(body, conversation_id),
+                                          token_of(request))
+    except PermissionError as exc:
+        raise Refused("unauthorized", str(exc)) from None
+    return hub, body, session
 
 
 class Conversations:
