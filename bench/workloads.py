@@ -250,3 +250,21 @@ def flaky_body(flaky: Flaky) -> Body:
         return flaky.attempt(time.perf_counter())
 
     return flaky_tool
+
+
+def w7_with_wrapper(prepare: Callable[..., Callable[[], Awaitable[None]]],
+                    s: Sizes) -> Callable[[], Awaitable[float]]:
+    """W7 for a framework without tool retries: :func:`retrying` around the tool."""
+    flaky = Flaky(s.w7_failures)
+    body = retrying(flaky_body(flaky), s.w7_failures + 1, s.w7_backoff)
+    run = prepare(s.w7_script(), {"flaky": body}, 3)
+
+    async def measure() -> float:
+        flaky.attempts.clear()
+        start = time.perf_counter()
+        await run()
+        wall = (time.perf_counter() - start) * 1000
+        flaky.check(s.w7_backoff)
+        return wall
+
+    return measure

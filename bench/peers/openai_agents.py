@@ -26,14 +26,12 @@ from ..workloads import (
     FINAL_TEXT,
     Body,
     Cannot,
-    Flaky,
     Recorder,
     Script,
     ScriptCall,
     Sizes,
-    flaky_body,
-    retrying,
     step_of,
+    w7_with_wrapper,
 )
 
 NAME = "OpenAI Agents SDK"
@@ -155,16 +153,4 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
 
 
 def w7(s: Sizes) -> Callable[[], Awaitable[float]]:
-    flaky = Flaky(s.w7_failures)
-    body = retrying(flaky_body(flaky), s.w7_failures + 1, s.w7_backoff)
-    run = prepare(s.w7_script(), {"flaky": body}, 3)
-
-    async def measure() -> float:
-        flaky.attempts.clear()
-        start = time.perf_counter()
-        await run()
-        wall = (time.perf_counter() - start) * 1000
-        flaky.check(s.w7_backoff)
-        return wall
-
-    return measure
+    return w7_with_wrapper(prepare, s)
