@@ -36,7 +36,7 @@ from ..exceptions import ProtocolError
 from ..runner import Run
 from ..session import Session
 from .ag_ui_encoder import AgUiEncoder
-from .conversations import Refused, RunFrames, event_stream, open_conversation
+from .conversations import Refused, RunFrames, event_stream, open_conversation, turn_input
 from .hub import Hub
 
 
@@ -69,19 +69,9 @@ def chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 
 
 def run_input(session: Session, messages: Sequence[Message]) -> str | list[dict[str, Any]]:
-    """The run's input: the last user message; for a new session, the whole conversation.
-
-    Raises:
-        ProtocolError: ``bad_input`` when the last message is not a user message.
-    """
-    chat = chat_messages(messages)
-    if not chat or chat[-1]["role"] != "user":
-        raise ProtocolError("bad_input", "the last message must be a user message "
-                                         "(or answer the run's interrupts with `resume`)")
-    # Toolplex keeps the history per session: an existing session only needs the new turn.
-    if session.history or len(chat) == 1:
-        return str(chat[-1]["content"])
-    return chat
+    """The run's input: the last user message; for a new session, the whole conversation."""
+    return turn_input(session, chat_messages(messages),
+                      " (or answer the run's interrupts with `resume`)")
 
 
 def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:

@@ -50,6 +50,7 @@ from .conversations import (
     event_stream,
     open_conversation,
     start_seq,
+    turn_input,
 )
 from .hub import Hub
 
@@ -314,17 +315,8 @@ def chat_messages(messages: Sequence[_UIMessage]) -> list[dict[str, Any]]:
 
 
 def run_input(session: Session, messages: Sequence[_UIMessage]) -> str | list[dict[str, Any]]:
-    """The last user message; for a new session, the whole conversation.
-
-    Raises:
-        ProtocolError: ``bad_input`` when the last message is not a user message.
-    """
-    chat = chat_messages(messages)
-    if not chat or chat[-1]["role"] != "user":
-        raise ProtocolError("bad_input", "the last message must be a user message")
-    if session.history or len(chat) == 1:
-        return str(chat[-1]["content"])
-    return chat
+    """The last user message; for a new session, the whole conversation."""
+    return turn_input(session, chat_messages(messages))
 
 
 async def _stream(hub: Hub, session: Session, run_id: str, after: int) -> AsyncIterator[bytes]:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..events import TERMINAL_RUN_TYPES
+from ..exceptions import ProtocolError
 from ..session import Session
 from .auth import token_of
 from .hub import Hub
@@ -38,6 +39,22 @@ class Refused(Exception):
         super().__init__(message)
         self.response = JSONResponse({"error": {"code": code, "message": message}},
                                      status_code=_STATUS.get(code, 400))
+
+
+def turn_input(session: Session, chat: list[dict[str, Any]],
+               hint: str = "") -> str | list[dict[str, Any]]:
+    """A run's input from a client's whole conversation (OpenAI chat messages): the last
+    user message, or for a new session the whole conversation.
+
+    Raises:
+        ProtocolError: ``bad_input`` when the last message is not a user message.
+    """
+    if not chat or chat[-1]["role"] != "user":
+        raise ProtocolError("bad_input", "the last message must be a user message" + hint)
+    # toolplex keeps the history per session: an existing session only needs the new turn.
+    if session.history or len(chat) == 1:
+        return str(chat[-1]["content"])
+    return chat
 
 
 async def open_conversation(request: Request, model: type[Body], what: str, kind: str,
