@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import anyio
 import anyio.lowlevel
@@ -47,6 +48,7 @@ def sessions_app() -> Starlette:
     n = int(os.environ.get("BENCH_TICKS", "10"))
     every = float(os.environ.get("BENCH_EVERY", "0.1"))
     thresholds = os.environ.get("BENCH_GC_THRESHOLDS")
-    settings = Settings(gc_thresholds=tuple(map(int, thresholds.split(",")))  # type: ignore[arg-type]
-                        if thresholds else None)
+    settings = Settings()
+    if thresholds:
+        settings = replace(settings, gc_thresholds=tuple(map(int, thresholds.split(","))))
     return create_app(_agent(Call("ticks", {"n": n, "every": every})), settings=settings)

@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from openai import AsyncStream
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from toolplex import Agent, Limits, tool
 from toolplex.testing import Call, ScriptedModel, Step
@@ -64,21 +63,21 @@ async def raw_loop(steps: int, fanout: int = 1) -> float:
     history: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
     start = time.perf_counter()
     while True:
-        # The request path OpenAIModel uses: the SDK's post() with its streaming cast
-        # (.create() would add a parameter transform that grows with the history).
+        # The request path OpenAIModel uses: the SDK's post() streaming the chunks as
+        # JSON objects (.create() would add a parameter transform that grows with the
+        # history, and a pydantic model per chunk).
         stream = await model.client.post(
-            "/chat/completions", cast_to=ChatCompletion, stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk],
+            "/chat/completions", cast_to=object, stream=True, stream_cls=AsyncStream[object],
             body={"model": "scripted", "messages": history, "tools": specs, "stream": True})
         calls: dict[int, dict[str, str]] = {}
         async for chunk in stream:
-            for choice in chunk.choices:
-                for delta in choice.delta.tool_calls or []:
-                    call = calls.setdefault(delta.index, {"id": "", "name": "", "args": ""})
-                    call["id"] = delta.id or call["id"]
-                    if delta.function is not None:
-                        call["name"] = delta.function.name or call["name"]
-                        call["args"] += delta.function.arguments or ""
+            for choice in chunk["choices"]:  # type: ignore[index]
+                for delta in choice["delta"].get("tool_calls") or ():
+                    call = calls.setdefault(delta["index"], {"id": "", "name": "", "args": ""})
+                    call["id"] = delta.get("id") or call["id"]
+                    function = delta.get("function") or {}
+                    call["name"] = function.get("name") or call["name"]
+                    call["args"] += function.get("arguments") or ""
         if not calls:
             return time.perf_counter() - start
         ordered = [calls[i] for i in sorted(calls)]

@@ -5,7 +5,7 @@ chunks 100 ms apart, each stamped with the wall time it was yielded; the reader
 records when it received it. The server runs in its own process, so its RSS
 growth divided by N is the memory one live session costs.
 
-    python -m bench.sessions [--sessions 1000] [--ticks 200] [--gc-thresholds 50000,20,100]
+    python -m bench.sessions [--sessions 1000] [--ticks 200] [--gc-thresholds 700,10,10]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds over which runs start (default: one stream's length; "
                              "0: all at once)")
     parser.add_argument("--gc-thresholds", metavar="A,B,C",
-                        help="serve with Settings(gc_thresholds=(A, B, C)), e.g. 50000,20,100")
+                        help="serve with Settings(gc_thresholds=(A, B, C)); CPython's: 700,10,10")
     options = parser.parse_args(argv)
     r = asyncio.run(run(options.sessions, options.ticks, options.every, options.spread,
                         gc_thresholds=options.gc_thresholds))
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{options.sessions} concurrent sessions, each a WebSocket reader and a tool "
           f"yielding {options.ticks} chunks {options.every * 1000:.0f} ms apart; runs start "
           f"spread over {spread:.1f} s; "
-          f"GC thresholds {options.gc_thresholds or 'CPython defaults'}")
+          f"GC thresholds {options.gc_thresholds or 'Settings default'}")
     print(f"  yield -> receipt latency: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
           f"max {r['max_ms']:.1f} ms over {r['chunks']:.0f} chunks (goal p99 <= 20 ms)")
     print(f"  server RSS: {r['rss_before_mib']:.0f} MiB idle sessions -> "
