@@ -15,6 +15,7 @@ import anyio
 import httpx
 
 from toolplex import Agent, tool
+from toolplex.server.ai_sdk import PRELIMINARY_INTERVAL
 from toolplex.testing import Call, ScriptedModel, Step
 
 from .conftest import Served
@@ -25,6 +26,23 @@ from .test_client_live import CLIENT, _node_test
 async def lookup(domain: str) -> dict[str, Any]:
     """Look a domain up."""
     return {"company": "Acme"}
+
+
+@tool
+async def early():  # type: ignore[no-untyped-def]
+    """Two chunks at once, then nothing more."""
+    yield "e1"
+    yield "e2"
+    await anyio.sleep_forever()
+
+
+@tool
+async def late():  # type: ignore[no-untyped-def]
+    """Two chunks half an interval later, then nothing more."""
+    await anyio.sleep(PRELIMINARY_INTERVAL / 2)
+    yield "l1"
+    yield "l2"
+    await anyio.sleep_forever()
 
 
 def failing_agent() -> Agent:
@@ -105,6 +123,7 @@ class TestAgUiEndpoint:
         assert httpx.post(url, json=no_user).json()["error"]["code"] == "bad_input"
         refused = httpx.post(url, json=_ag_ui_body(session_id))
         assert refused.status_code == 401, "a session's thread needs the session's token"
+        assert refused.headers["www-authenticate"] == "Bearer", "as the session routes answer"
         with httpx.stream("POST", url, json=_ag_ui_body(session_id, "hello"), timeout=20,
                           headers={"authorization": f"Bearer {token}"}) as response:
             assert response.status_code == 200
@@ -154,3 +173,20 @@ class TestAiSdkEndpoints:
             assert httpx.post(url, json=_chat_body("c-busy")).status_code == 409
         assert httpx.post(url, json={"id": "c", "messages": []}).status_code == 422
 
+    def test_held_back_snapshots_each_go_when_due_while_the_log_is_idle(
+        self, serve: Callable[..., Served]
+    ) -> None:
+        model = ScriptedModel([Step(calls=[Call("early"), Call("late")])])
+        served = serve(Agent(tools=[early, late], model=model))
+        shown: dict[str, list[str]] = {}
+        with httpx.stream("POST", f"{served.http}/v1/ai-sdk/chat", json=_chat_body("c-due"),
+                          timeout=5) as response:
+            for line in response.iter_lines():
+                part = json.loads(line.removeprefix("data: ")) if line.startswith("data: {") else {}
+                if part.get("preliminary"):
+                    shown[part["output"][0]] = part["output"]
+                if shown == {"e1": ["e1", "e2"], "l1": ["l1", "l2"]}:
+                    break
+        # Both tools hang after their second chunk: no later event can carry the snapshots.
+        assert shown == {"e1": ["e1", "e2"], "l1": ["l1", "l2"]}, (
+            "each call's last chunks are shown when its interval has passed")

@@ -36,7 +36,7 @@ from ..exceptions import ProtocolError
 from ..runner import Run
 from ..session import Session
 from .ag_ui_encoder import AgUiEncoder
-from .conversations import Refused, RunFrames, event_stream, open_conversation, turn_input
+from .conversations import RunFrames, event_stream, open_conversation, refusal, turn_input
 from .hub import Hub
 
 
@@ -105,14 +105,11 @@ async def endpoint(request: Request) -> Response:
     try:
         hub, body, session = await open_conversation(request, RunAgentInput,
                                                      "a RunAgentInput", "ag-ui", "thread_id")
-    except Refused as refused:
-        return refused.response
-    head = session.log.head_seq
-    try:
+        head = session.log.head_seq
         run = (resume(hub, session, body.resume) if body.resume
                else hub.start_run(session, run_input(session, body.messages)))
     except ProtocolError as exc:
-        return Refused(exc.code, exc.message).response
+        return refusal(exc)
     encoder, sse = AgUiEncoder(body.thread_id, body.run_id), EventEncoder()
 
     async def stream() -> AsyncIterator[bytes]:

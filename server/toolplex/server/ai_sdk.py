@@ -44,11 +44,11 @@ from ..exceptions import ProtocolError
 from ..session import Session
 from .auth import token_of
 from .conversations import (
-    Refused,
     RunFrames,
     conversations,
     event_stream,
     open_conversation,
+    refusal,
     start_seq,
     turn_input,
 )
@@ -90,7 +90,7 @@ class UIMessageStreamEncoder:
     def flush(self, now: float) -> list[dict[str, Any]]:
         """The held-back snapshots whose interval has passed."""
         return [self._snapshot(call_id, call, now) for call_id, call in self._calls.items()
-                if call.dirty and call.sent_at is not None and now - call.sent_at >= self.interval]
+                if call.dirty and call.sent_at is not None and call.sent_at + self.interval <= now]
 
     def feed(self, frame: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """The parts for one frame, after any snapshot that has become due."""
@@ -324,9 +324,8 @@ async def _stream(hub: Hub, session: Session, run_id: str, after: int) -> AsyncI
     tail = RunFrames(hub, session, run_id, after)
     async with aclosing(tail.__aiter__()) as frames:
         while True:
-            due = encoder.due
-            if due is not None and not tail.more_ready():
-                # Nothing new in the log: hold a throttled snapshot back only until it is due.
+            # Nothing new in the log: hold throttled snapshots back only until they are due.
+            while (due := encoder.due) is not None and not tail.more_ready():
                 with anyio.move_on_after(max(due - time.monotonic(), 0.0)):
                     await session.log.wait_beyond(tail.cursor)
                 for part in encoder.flush(time.monotonic()):
@@ -345,13 +344,10 @@ async def chat(request: Request) -> Response:
     try:
         hub, body, session = await open_conversation(request, _ChatRequest,
                                                      "a chat request", "ai-sdk", "id")
-    except Refused as refused:
-        return refused.response
-    head = session.log.head_seq
-    try:
+        head = session.log.head_seq
         run = hub.start_run(session, run_input(session, body.messages))
     except ProtocolError as exc:
-        return Refused(exc.code, exc.message).response
+        return refusal(exc)
     return event_stream(hub, _stream(hub, session, run.id, head), HEADERS)
 
 
@@ -359,10 +355,10 @@ async def resume_stream(request: Request) -> Response:
     """``GET /v1/ai-sdk/chat/{chat_id}/stream``: replay the active run, or 204."""
     hub: Hub = request.app.state.hub
     try:
-        session = conversations(hub).find(hub, "ai-sdk", request.path_params["chat_id"],
-                                          token_of(request))
-    except PermissionError as exc:
-        return Refused("unauthorized", str(exc)).response
+        session = conversations(request).find(hub, "ai-sdk", request.path_params["chat_id"],
+                                              token_of(request))
+    except ProtocolError as exc:
+        return refusal(exc)
     run = next(iter(session.runs.values()), None) if session is not None else None
     if session is None or run is None:
         return Response(status_code=204)

@@ -10,7 +10,6 @@ lives in memory: after a restart a known id starts a new session.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
@@ -32,13 +31,11 @@ _STATUS = {"bad_input": 422, "too_large": 413, "run_active": 409, "unknown_job":
            "not_human": 409, "job_finished": 409, "unauthorized": 401}
 
 
-class Refused(Exception):
-    """A request an adapter answers with a JSON error instead of a stream."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.response = JSONResponse({"error": {"code": code, "message": message}},
-                                     status_code=_STATUS.get(code, 400))
+def refusal(exc: ProtocolError) -> JSONResponse:
+    """The JSON error an adapter answers instead of a stream."""
+    headers = {"www-authenticate": "Bearer"} if exc.code == "unauthorized" else None
+    return JSONResponse({"error": {"code": exc.code, "message": exc.message}},
+                        status_code=_STATUS.get(exc.code, 400), headers=headers)
 
 
 def turn_input(session: Session, chat: list[dict[str, Any]],
@@ -62,21 +59,20 @@ async def open_conversation(request: Request, model: type[Body], what: str, kind
     """Read and validate an adapter's request body; its conversation's session.
 
     ``conversation_id`` names the body's field that holds the conversation id.
-    Raises :class:`Refused` (413, 422, 401) for an oversized, invalid or unauthorized one.
+
+    Raises:
+        ProtocolError: ``too_large``, ``bad_input`` or ``unauthorized``.
     """
     hub: Hub = request.app.state.hub
     raw = await request.body()
     if len(raw) > hub.settings.max_frame_bytes:
-        raise Refused("too_large", "the request body is too large")
+        raise ProtocolError("too_large", "the request body is too large")
     try:
         body = model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        raise Refused("bad_input", f"not {what}: {exc.errors()[0]['msg']}") from None
-    try:
-        session = conversations(hub).open(hub, kind, getattr(body, conversation_id),
+        raise ProtocolError("bad_input", f"not {what}: {exc.errors()[0]['msg']}") from None
+    session = conversations(request).open(hub, kind, getattr(body, conversation_id),
                                           token_of(request))
-    except PermissionError as exc:
-        raise Refused("unauthorized", str(exc)) from None
     return hub, body, session
 
 
@@ -87,15 +83,15 @@ class Conversations:
         self._ids: dict[tuple[str, str], str] = {}
 
     def find(self, hub: Hub, kind: str, key: str, token: str | None) -> Session | None:
-        """The session for ``key``, or None when there is none (or the token is wrong).
+        """The session for ``key``, or None when there is none.
 
         Raises:
-            PermissionError: ``key`` is a session id and ``token`` is not its token.
+            ProtocolError: ``unauthorized``: ``key`` is a session id, ``token`` not its token.
         """
         if hub.store.get(key) is not None:
             session = hub.store.authorize(key, token)
             if session is None:
-                raise PermissionError("missing or invalid session token")
+                raise ProtocolError("unauthorized", "missing or invalid session token")
             return session
         session_id = self._ids.get((kind, key))
         return hub.store.get(session_id) if session_id is not None else None
@@ -104,7 +100,7 @@ class Conversations:
         """The session for ``key``, created on first use.
 
         Raises:
-            PermissionError: ``key`` is a session id and ``token`` is not its token.
+            ProtocolError: ``unauthorized``: ``key`` is a session id, ``token`` not its token.
         """
         session = self.find(hub, kind, key, token)
         if session is None:
@@ -113,14 +109,12 @@ class Conversations:
         return session
 
 
-_MAPS: weakref.WeakKeyDictionary[Hub, Conversations] = weakref.WeakKeyDictionary()
-
-
-def conversations(hub: Hub) -> Conversations:
-    """The hub's conversation map (made on first use; one per server)."""
-    found = _MAPS.get(hub)
-    if found is None:
-        found = _MAPS[hub] = Conversations()
+def conversations(request: Request) -> Conversations:
+    """The server's conversation map (made on first use; one per app)."""
+    state = request.app.state
+    if getattr(state, "conversations", None) is None:
+        state.conversations = Conversations()
+    found: Conversations = state.conversations
     return found
 
 
