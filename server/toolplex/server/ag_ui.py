@@ -36,8 +36,9 @@ from ..exceptions import ProtocolError
 from ..runner import Run
 from ..session import Session
 from .ag_ui_encoder import AgUiEncoder
-from .conversations import RunFrames, event_stream, open_conversation, refusal, turn_input
+from .conversations import RunFrames, open_conversation, refusal, turn_input
 from .hub import Hub
+from .responses import event_stream
 
 
 def _text(content: Any) -> str:

@@ -46,13 +46,13 @@ from .auth import token_of
 from .conversations import (
     RunFrames,
     conversations,
-    event_stream,
     open_conversation,
     refusal,
     start_seq,
     turn_input,
 )
 from .hub import Hub
+from .responses import event_stream
 
 PRELIMINARY_INTERVAL = 0.1
 """Seconds between two preliminary output snapshots of one call."""

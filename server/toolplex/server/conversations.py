@@ -10,11 +10,10 @@ lives in memory: after a restart a known id starts a new session.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 import pydantic
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -24,18 +23,13 @@ from ..session import Session
 from .auth import token_of
 from .hub import Hub
 from .readers import SlowReader, frames
+from .responses import error_response
 
 Body = TypeVar("Body", bound=pydantic.BaseModel)
 
-_STATUS = {"bad_input": 422, "too_large": 413, "run_active": 409, "unknown_job": 404,
-           "not_human": 409, "job_finished": 409, "unauthorized": 401}
-
-
 def refusal(exc: ProtocolError) -> JSONResponse:
     """The JSON error an adapter answers instead of a stream."""
-    headers = {"www-authenticate": "Bearer"} if exc.code == "unauthorized" else None
-    return JSONResponse({"error": {"code": exc.code, "message": exc.message}},
-                        status_code=_STATUS.get(exc.code, 400), headers=headers)
+    return error_response(exc.code, exc.message)
 
 
 def turn_input(session: Session, chat: list[dict[str, Any]],
@@ -161,12 +155,3 @@ def start_seq(session: Session, run_id: str) -> int:
         if event.type == "run.started" and event.run_id == run_id:
             return event.seq - 1
     return session.log.first_seq - 1
-
-
-def event_stream(hub: Hub, content: AsyncIterator[bytes], headers: dict[str, str] | None = None
-                 ) -> EventSourceResponse:
-    """An SSE response of pre-encoded frames, with the server's heartbeat, LF line endings."""
-    # [protocol] LF line endings only; heartbeats are transport-level comments.
-    return EventSourceResponse(
-        content, ping=hub.settings.heartbeat, sep="\n", send_timeout=hub.settings.send_timeout,
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})

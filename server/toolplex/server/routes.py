@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -19,11 +19,8 @@ from .auth import token_of
 from .commands import JobComplete, RunStart, parse_command, parse_json
 from .hub import Hub
 from .readers import SlowReader, frames, hello
+from .responses import error_response, event_stream
 from .webhooks import WebhookRefused, verify
-
-_STATUS = {"bad_json": 400, "bad_command": 422, "unknown_command": 400, "run_active": 409,
-           "unknown_run": 404, "unknown_call": 404, "unknown_job": 404, "job_finished": 409,
-           "too_large": 413, "bad_cursor": 400, "not_human": 409}
 
 
 def _hub(request: Request) -> Hub:
@@ -31,16 +28,9 @@ def _hub(request: Request) -> Hub:
     return hub
 
 
-def _error(code: str, message: str, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}},
-                        status_code=status or _STATUS.get(code, 400))
-
-
 def _refused() -> JSONResponse:
     # [protocol] the same answer for a wrong token and an unknown session.
-    return JSONResponse({"error": {"code": "unauthorized",
-                                   "message": "missing or invalid session token"}},
-                        status_code=401, headers={"www-authenticate": "Bearer"})
+    return error_response("unauthorized", "missing or invalid session token")
 
 
 def _session(request: Request) -> Session | None:
@@ -61,12 +51,6 @@ def _sse(frame: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(data=data, id=str(seq) if seq is not None else None, sep="\n")
 
 
-def _event_stream(hub: Hub, content: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    return EventSourceResponse(
-        content, ping=hub.settings.heartbeat, sep="\n", send_timeout=hub.settings.send_timeout,
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-
-
 async def create_session(request: Request) -> Response:
     """``POST /v1/sessions`` -> ``{session_id, token}``."""
     session = _hub(request).create_session()
@@ -83,7 +67,7 @@ async def events(request: Request) -> Response:
     try:
         after = max(int(raw), 0)
     except ValueError:
-        return _error("bad_cursor", f"the cursor must be a seq, got {raw!r}")
+        return error_response("bad_cursor", f"the cursor must be a seq, got {raw!r}")
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         hub.store.readers[session.id] = hub.store.readers.get(session.id, 0) + 1
@@ -99,7 +83,7 @@ async def events(request: Request) -> Response:
             hub.metrics.readers.labels("sse").dec()
             session.touch()
 
-    return _event_stream(hub, stream())
+    return event_stream(hub, stream())
 
 
 async def start_run(request: Request) -> Response:
@@ -115,7 +99,7 @@ async def start_run(request: Request) -> Response:
         head = session.log.head_seq
         run = hub.start_run(session, command.input)
     except ProtocolError as exc:
-        return _error(exc.code, exc.message)
+        return error_response(exc.code, exc.message)
     if "text/event-stream" not in request.headers.get("accept", ""):
         return JSONResponse({"run_id": run.id}, status_code=202)
 
@@ -127,7 +111,7 @@ async def start_run(request: Request) -> Response:
             if frame["type"] in TERMINAL_RUN_TYPES:
                 return
 
-    return _event_stream(hub, stream())
+    return event_stream(hub, stream())
 
 
 async def _command(request: Request, data: dict[str, Any]) -> Response:
@@ -138,7 +122,7 @@ async def _command(request: Request, data: dict[str, Any]) -> Response:
     try:
         _hub(request).execute(session, parse_command(data))
     except ProtocolError as exc:
-        return _error(exc.code, exc.message)
+        return error_response(exc.code, exc.message)
     return JSONResponse({"ok": True}, status_code=202)
 
 
@@ -167,7 +151,7 @@ async def complete_job(request: Request) -> Response:
             return _refused()
         hub.complete_job(session, command.job_id, command.output)
     except ProtocolError as exc:
-        return _error(exc.code, exc.message)
+        return error_response(exc.code, exc.message)
     return JSONResponse({"ok": True}, status_code=202)
 
 
@@ -190,7 +174,7 @@ async def job_status(request: Request) -> Response:
     try:
         session = hub.session_of_job(job_id, token_of(request))
     except ProtocolError as exc:
-        return _error(exc.code, exc.message)
+        return error_response(exc.code, exc.message)
     if session is None:
         return _refused()
     row = hub.jobs.store.job(job_id)
@@ -205,26 +189,26 @@ async def webhook(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     raw = await request.body()
     if len(raw) > settings.max_frame_bytes:
-        return _error("too_large", "the webhook body is too large")
+        return error_response("too_large", "the webhook body is too large")
     if not settings.webhook_secret:
-        return _error("webhooks_disabled", "no webhook secret is configured", 401)
+        return error_response("webhooks_disabled", "no webhook secret is configured", 401)
     try:
         webhook_id = verify(settings.webhook_secret, request.headers, raw,
                             tolerance=settings.webhook_tolerance)
     except WebhookRefused as exc:
         # [protocol] forged, unsigned or stale: 401, and nothing changes.
-        return _error("bad_signature", str(exc), 401)
+        return error_response("bad_signature", str(exc), 401)
     row = hub.jobs.store.job(job_id)
     if row is None:
-        return _error("unknown_job", f"no job {job_id!r}")
+        return error_response("unknown_job", f"no job {job_id!r}")
     if not hub.jobs.store.first_webhook(webhook_id, job_id):
         return JSONResponse({"ok": True, "replayed": True})
     if row["status"] not in OPEN:
-        return _error("job_finished", f"job {job_id} has already ended ({row['status']})")
+        return error_response("job_finished", f"job {job_id} has already ended ({row['status']})")
     try:
         body = json.loads(raw) if raw.strip() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error("bad_json", "the webhook body is not JSON")
+        return error_response("bad_json", "the webhook body is not JSON")
     if isinstance(body, dict) and isinstance(body.get("error"), (dict, str)):
         error = body["error"]
         error = error if isinstance(error, dict) else {"message": error}
