@@ -35,6 +35,17 @@ async def test_request_reaches_the_script_with_tools_and_parallel_flag() -> None
     assert request["stream"] is True
 
 
+async def test_a_long_lived_scripted_model_keeps_only_the_latest_requests() -> None:
+    model = ScriptedModel([Step(calls=[Call("a")])], repeat_last=True, keep_requests=2)
+    ids = []
+    for turn in range(3):
+        chunks = await _chunks(model, [{"role": "user", "content": f"go {turn}"}])
+        ids += [c.id for c in chunks if isinstance(c, CallBegin)]
+    assert [r["messages"][0]["content"] for r in model.requests] == ["go 1", "go 2"]
+    assert model.served == 3
+    assert len(set(ids)) == 3, "call ids stay unique past the kept window"
+
+
 async def test_step_number_counts_assistant_messages_since_the_last_user_message() -> None:
     model = ScriptedModel([Step(text="one"), Step(text="two")])
     history = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,8 @@ class ScriptedModel(OpenAIModel):
             conversation's latest user message picks the script.
         default: The script when no keyword matches (default: a short reply).
         repeat_last: Repeat the last step forever (for loop-guard tests).
+        keep_requests: How many of the latest request bodies :attr:`requests` keeps
+            (each holds a whole conversation: a long-lived server must not keep all).
 
     The step number is the count of assistant messages since the latest user
     message, so the same model serves any number of sessions at once.
@@ -137,14 +140,17 @@ class ScriptedModel(OpenAIModel):
         scripts: Mapping[str, Script] | None = None,
         default: Script | None = None,
         repeat_last: bool = False,
+        keep_requests: int = 100,
     ) -> None:
         self.scripts: dict[str, Script] = dict(scripts or {})
         self.default: Script = (
             script if script is not None else default or [Step(text="Hello from toolplex.")]
         )
         self.repeat_last = repeat_last
-        self.requests: list[dict[str, Any]] = []
-        """Every request body received, for tests to inspect."""
+        self.requests: deque[dict[str, Any]] = deque(maxlen=keep_requests)
+        """The latest request bodies received, oldest first, for tests to inspect."""
+        self.served = 0
+        """How many requests were received."""
         http_client = httpx2.AsyncClient(transport=_Transport(self), timeout=None)
         super().__init__(
             "scripted", base_url="http://scripted.local/v1", api_key="scripted",
@@ -170,6 +176,7 @@ class ScriptedModel(OpenAIModel):
             ValueError: A template names no earlier result.
         """
         self.requests.append(body)
+        self.served += 1
         messages = body.get("messages", [])
         script, number = self.pick(messages)
         if number < len(script):
@@ -195,7 +202,7 @@ class ScriptedModel(OpenAIModel):
         self, body: dict[str, Any], step: Step, text: str, arguments: list[str]
     ) -> AsyncIterator[bytes]:
         created = int(time.time())
-        response_id = f"chatcmpl-{len(self.requests)}"
+        response_id = f"chatcmpl-{self.served}"
 
         def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
             chunk = {
@@ -215,7 +222,7 @@ class ScriptedModel(OpenAIModel):
         for index, (call, args) in enumerate(zip(step.calls, arguments, strict=True)):
             if call.after:
                 await anyio.sleep(call.after)
-            call_id = f"call_{len(self.requests)}_{index}"
+            call_id = f"call_{self.served}_{index}"
             yield frame({"tool_calls": [{"index": index, "id": call_id, "type": "function",
                                          "function": {"name": call.name, "arguments": ""}}]})
             for fragment in _split(args, step.arg_fragments):
