@@ -268,3 +268,17 @@ def w7_with_wrapper(prepare: Callable[..., Callable[[], Awaitable[None]]],
         return wall
 
     return measure
+
+
+def w5_cannot(prepare: Callable[..., Callable[[], Awaitable[None]]], s: Sizes,
+              why: str) -> Callable[[], Awaitable[float]]:
+    """W5 for a framework that cannot short-circuit: the wall it takes instead, as Cannot."""
+    latencies = {"decisive": s.w5_decisive, "slow_0": s.w5_sibling, "slow_1": s.w5_sibling}
+    run = prepare(s.w5_script(), Recorder().bodies(latencies), 3)
+
+    async def measure() -> float:
+        start = time.perf_counter()
+        await run()
+        raise Cannot(why, (time.perf_counter() - start) * 1000)
+
+    return measure

@@ -28,13 +28,12 @@ from langgraph.types import RetryPolicy
 from ..workloads import (
     FINAL_TEXT,
     Body,
-    Cannot,
     Flaky,
-    Recorder,
     Script,
     Sizes,
     Upstream503,
     step_of,
+    w5_cannot,
 )
 
 NAME = "LangGraph"
@@ -129,17 +128,7 @@ def prepare(script: Script, bodies: dict[str, Body],
 
 
 def w5(s: Sizes) -> Callable[[], Awaitable[float]]:
-    recorder = Recorder()
-    latencies = {"decisive": s.w5_decisive, "slow_0": s.w5_sibling, "slow_1": s.w5_sibling}
-    run = prepare(s.w5_script(), recorder.bodies(latencies), 3)
-
-    async def measure() -> float:
-        start = time.perf_counter()
-        await run()
-        wall = (time.perf_counter() - start) * 1000
-        raise Cannot("no short-circuit: the step waits for every sibling", wall)
-
-    return measure
+    return w5_cannot(prepare, s, "no short-circuit: the step waits for every sibling")
 
 
 def w6(s: Sizes) -> Callable[[], Awaitable[float]]:

@@ -31,6 +31,7 @@ from ..workloads import (
     ScriptCall,
     Sizes,
     step_of,
+    w5_cannot,
     w7_with_wrapper,
 )
 
@@ -122,16 +123,7 @@ def prepare(script: Script, bodies: dict[str, Body],
 
 
 def w5(s: Sizes) -> Callable[[], Awaitable[float]]:
-    latencies = {"decisive": s.w5_decisive, "slow_0": s.w5_sibling, "slow_1": s.w5_sibling}
-    run = prepare(s.w5_script(), Recorder().bodies(latencies), 3)
-
-    async def measure() -> float:
-        start = time.perf_counter()
-        await run()
-        wall = (time.perf_counter() - start) * 1000
-        raise Cannot("no short-circuit: the turn waits for every sibling", wall)
-
-    return measure
+    return w5_cannot(prepare, s, "no short-circuit: the turn waits for every sibling")
 
 
 def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
