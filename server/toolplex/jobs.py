@@ -89,20 +89,21 @@ class JobManager:
     def __init__(self, store: Store | None = None, *, ttl: float = 24 * 3600.0,
                  callback_base: str = "http://127.0.0.1:8000") -> None:
         self.store = store or Store()
+        """Where jobs live; change it with :meth:`use_store`."""
         self.ttl = ttl
         self.callback_base = callback_base.rstrip("/")
         self.sessions: dict[str, Session] = {}
         """Sessions in memory, by id, that completions are delivered to."""
         self._agent: Agent | None = None
         # Which sessions have open or undelivered jobs, so a step asks the store only
-        # when there may be something to find (None: not known yet, ask).
-        self._open: set[str] | None = None
-        self._waiting: set[str] | None = None
+        # when there may be something to find.
+        self._open: set[str] = set()
+        self._waiting: set[str] = set()
+        self._load()
 
     def bind(self, agent: Agent) -> None:
         """Attach to the agent whose tools and runs the jobs belong to."""
         self._agent = agent
-        self._load()
         agent.run_end_hooks.append(lambda run: self.pump(run.session))
 
     @property
@@ -117,10 +118,10 @@ class JobManager:
 
     def open_jobs(self, session: Session) -> list[dict[str, Any]]:
         """The session's jobs that have not ended."""
-        if self._open is not None and session.id not in self._open:
+        if session.id not in self._open:
             return []
         rows = self.store.jobs(session_id=session.id, open_only=True)
-        if self._open is not None and not rows:
+        if not rows:
             self._open.discard(session.id)
         return rows
 
@@ -145,8 +146,7 @@ class JobManager:
                "status": status, "created": now, "expires": now + self.ttl}
         self.store.insert_job(row)
         self.sessions[session.id] = session
-        if self._open is not None:
-            self._open.add(session.id)
+        self._open.add(session.id)
         return self._handle(row)
 
     async def run_call(self, call: ToolCall, session: Session, emit: Emit,
@@ -250,7 +250,7 @@ class JobManager:
         assert row is not None
         if not deliver:
             self.store.mark_delivered([job_id])
-        elif self._waiting is not None:
+        else:
             self._waiting.add(row["session_id"])
         session = self.sessions.get(row["session_id"])
         if session is not None:
@@ -265,11 +265,10 @@ class JobManager:
         # marked delivered as its run starts, so it is never lost nor handled twice.
         if session.runs or self._agent is None:
             return
-        if self._waiting is not None and session.id not in self._waiting:
+        if session.id not in self._waiting:
             return
         rows = self.store.jobs(session_id=session.id, undelivered=True)
-        if self._waiting is not None:
-            self._waiting.discard(session.id)
+        self._waiting.discard(session.id)
         if not rows:
             return
         self.store.mark_delivered([r["id"] for r in rows])
