@@ -38,6 +38,7 @@ class _Connection:
 
     async def send(self, *frames: dict[str, Any]) -> None:
         texts = [json.dumps(f, separators=(",", ":"), ensure_ascii=False) for f in frames]
+        del frames  # (see finally: a dead frame must hold nothing big)
         try:
             async with self.lock:
                 # [readers] a batch that cannot leave within send_timeout marks a stalled
