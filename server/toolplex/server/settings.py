@@ -56,10 +56,11 @@ class Settings:
     gc_thresholds: tuple[int, int, int] | None = (700, 10, 1000)
     """``gc.set_threshold(...)`` at startup (None keeps CPython's (700, 10, 10)). Full
     collections rescan every session's retained events and stall all streams at once;
-    at 1,000 streaming sessions bench/sessions.py measured p99 75 ms with CPython's
-    thresholds and 9.6 ms with these, which run a full collection 100 times less often
-    (every ~7M allocations, seconds apart under load). Young collections are unchanged:
-    raising the first threshold instead (50,000) also gave a low p99, but the
-    stalled-reader test's memory then grew without levelling off."""
+    at 1,000 streaming sessions bench/sessions.py measured p99 75-92 ms with CPython's
+    thresholds and 8.4-136 ms (median 13.5) with these, which run a full collection 100
+    times less often (every ~7M allocations, seconds apart under load); a run that sees
+    one still misses a 20 ms p99. Young collections are unchanged: raising the first
+    threshold instead (50,000) also gave a low p99, but the stalled-reader test's memory
+    then grew without levelling off."""
     public_url: str = "http://127.0.0.1:8000"
     """The base URL external services reach this server at (for callback URLs)."""
