@@ -67,3 +67,12 @@ class CircuitBreaker:
             self._opened_at = self._clock.monotonic()
             return not was_open
         return False
+
+    def snapshot(self) -> dict[str, int | bool]:
+        """What another process needs to go on counting: ``{failures, open}``."""
+        return {"failures": self.failures, "open": self._opened_at is not None}
+
+    def restore(self, snapshot: dict[str, int | bool]) -> None:
+        """Take over a :meth:`snapshot` (an open breaker's cool-down restarts now)."""
+        self.failures = int(snapshot.get("failures", 0))
+        self._opened_at = self._clock.monotonic() if snapshot.get("open") else None

@@ -16,12 +16,15 @@ network. Point it at a real model with --model and --base-url (or the
 environment variables OPENAI_API_KEY and OPENAI_BASE_URL): OpenAI, vLLM,
 Ollama or any OpenAI-compatible endpoint. Webhooks for long-running jobs are
 verified with TOOLPLEX_WEBHOOK_SECRET (Standard Webhooks, whsec_...).
+With --redis, any number of processes share sessions, logs, jobs and webhooks:
+put them behind one load balancer (no sticky sessions needed).
 
 examples:
   toolplex serve
   toolplex serve --port 9000 --allow-origin https://app.example.com
   OPENAI_API_KEY=sk-... toolplex serve --model gpt-4o-mini
   toolplex serve --model llama3.1 --base-url http://127.0.0.1:11434/v1
+  toolplex serve --port 8001 --redis redis://127.0.0.1:6379/0
 """
 
 
@@ -37,6 +40,7 @@ def _serve(options: argparse.Namespace) -> int:
         model = OpenAIModel(options.model, base_url=options.base_url, api_key=options.api_key)
     settings = Settings(allowed_origins=tuple(options.allow_origin),
                         max_frame_bytes=options.max_frame_bytes, db_path=options.db,
+                        redis_url=options.redis or None,
                         public_url=options.public_url
                         or f"http://{options.host}:{options.port}")
     from .server.logs import configure
@@ -78,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--db", default=env("TOOLPLEX_DB", "toolplex.sqlite"),
                        help="SQLite file (WAL) where sessions and jobs survive restarts "
                             "(env TOOLPLEX_DB; ':memory:' for none)")
+    serve.add_argument("--redis", default=env("TOOLPLEX_REDIS_URL"), metavar="URL",
+                       help="redis://host:port/db: keep sessions, event logs and jobs in Redis "
+                            "so several toolplex processes serve the same sessions "
+                            "(env TOOLPLEX_REDIS_URL; replaces --db)")
     serve.add_argument("--public-url", default=env("TOOLPLEX_PUBLIC_URL"),
                        help="base URL partners reach this server at, for webhook callbacks "
                             "(env TOOLPLEX_PUBLIC_URL; default http://HOST:PORT)")

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,12 @@ class JobManager:
         self.callback_base = callback_base.rstrip("/")
         self.sessions: dict[str, Session] = {}
         """Sessions in memory, by id, that completions are delivered to."""
+        self.find_session: Callable[[str], Session | None] = self.sessions.get
+        """The session a completion is logged to (a server with several processes loads
+        it from the shared store)."""
+        self.start_turns: Callable[[Session], None] | None = None
+        """Replaces :meth:`pump`'s own run start (several processes: whichever takes the
+        session's run lease starts the turn)."""
         self._agent: Agent | None = None
         # Which sessions have open or undelivered jobs, so a step asks the store only
         # when there may be something to find.
@@ -116,9 +123,14 @@ class JobManager:
         self.sessions[session.id] = session
         self.pump(session)
 
+    @property
+    def shared(self) -> bool:
+        """The store is shared with other processes: nothing about it may be cached."""
+        return bool(getattr(self.store, "shared", False))
+
     def open_jobs(self, session: Session) -> list[dict[str, Any]]:
         """The session's jobs that have not ended."""
-        if session.id not in self._open:
+        if not self.shared and session.id not in self._open:
             return []
         rows = self.store.jobs(session_id=session.id, open_only=True)
         if not rows:
@@ -132,6 +144,8 @@ class JobManager:
 
     def _load(self) -> None:
         """Learn from the store which sessions have open or undelivered jobs."""
+        if self.shared:
+            return
         self._open = {r["session_id"] for r in self.store.jobs(open_only=True)}
         self._waiting = {r["session_id"] for r in self.store.jobs(undelivered=True)}
 
@@ -232,7 +246,7 @@ class JobManager:
         if row is None or row["status"] in FINAL:
             return
         self.store.progress(job_id, progress, total, message)
-        session = self.sessions.get(row["session_id"])
+        session = self.find_session(row["session_id"])
         if session is not None:
             session.log.append(JobProgress(job_id=job_id, progress=progress, total=total,
                                            message=message))
@@ -252,7 +266,7 @@ class JobManager:
             self.store.mark_delivered([job_id])
         else:
             self._waiting.add(row["session_id"])
-        session = self.sessions.get(row["session_id"])
+        session = self.find_session(row["session_id"])
         if session is not None:
             session.log.append(JobCompleted(job_id=job_id, status=status, output=output,  # type: ignore[arg-type]
                                             error=error))
@@ -263,6 +277,9 @@ class JobManager:
         """Start a ``trigger: "job"`` run for completions not yet delivered, if idle."""
         # [protocol] a completion waits for the session's active run to end; it is
         # marked delivered as its run starts, so it is never lost nor handled twice.
+        if self.start_turns is not None:
+            self.start_turns(session)
+            return
         if session.runs or self._agent is None:
             return
         if session.id not in self._waiting:
@@ -274,7 +291,7 @@ class JobManager:
         self.store.mark_delivered([r["id"] for r in rows])
         from .runner import Run
 
-        run = Run(self.agent, session, [_message(r) for r in rows], "job")
+        run = Run(self.agent, session, [completion_message(r) for r in rows], "job")
         self.agent.executor.supervisor.spawn(run.execute)
 
     def expire(self, now: float | None = None) -> list[str]:
@@ -287,7 +304,12 @@ class JobManager:
         return gone
 
     def recover(self) -> None:
-        """After a restart: worker jobs that were running re-run or fail, per their tool."""
+        """After a restart: worker jobs that were running re-run or fail, per their tool.
+
+        Not with a shared store: its running jobs belong to processes still alive.
+        """
+        if self.shared:
+            return
         for row in self.store.jobs(open_only=True):
             if row["via"] != "worker":
                 continue
@@ -304,7 +326,10 @@ class JobManager:
     async def serve(self, interval: float = 1.0) -> None:
         """Expire jobs past their TTL until cancelled."""
         while True:
-            self.expire()
+            try:
+                self.expire()
+            except Exception as exc:  # a store that is briefly unreachable: try again later
+                logger.warning("job expiry skipped: %s", exc)
             await anyio.sleep(interval)
 
     def check_tool(self, session: Session) -> Tool:
@@ -340,7 +365,7 @@ def _pending(call: ToolCall, emit: Emit, job_id: str) -> Outcome:
     return call.outcome
 
 
-def _message(row: dict[str, Any]) -> dict[str, Any]:
+def completion_message(row: dict[str, Any]) -> dict[str, Any]:
     """The model input that tells the agent a job ended."""
     result = {"job_id": row["id"], "tool": row["tool"], "status": row["status"]}
     if row.get("output") is not None:

@@ -70,18 +70,34 @@ class EventLog:
             The stamped event (events are frozen: this is a new object).
         """
         # [protocol] seq is per session, starting at 1, strictly increasing, gapless.
-        self._head += 1
-        stamped = event.stamp(self._head, event.ts or now_ms(), self.session_id)
-        self._events.append(stamped)
+        stamped = event.stamp(self._head + 1, event.ts or now_ms(), self.session_id)
+        self._keep(stamped)
+        for observe in self.observers:
+            observe(stamped)
+        return stamped
+
+    def insert(self, event: BaseEvent) -> bool:
+        """Keep an event whose seq was assigned elsewhere (a mirror of a shared log).
+
+        An event at or below the head is already here (False). One beyond ``head + 1``
+        restarts the window there: the seqs in between are a gap to readers.
+        """
+        if event.seq <= self._head:
+            return False
+        if event.seq != self._head + 1:
+            self._events.clear()
+        self._keep(event)
+        return True
+
+    def _keep(self, event: BaseEvent) -> None:
+        self._head = event.seq
+        self._events.append(event)
         if len(self._events) >= 2 * self.retain:
             del self._events[: len(self._events) - self.retain]
         if self._waiting:
             self._waiting = False
             self._changed.set()
             self._changed = anyio.Event()
-        for observe in self.observers:
-            observe(stamped)
-        return stamped
 
     def replay(self, after: int = 0, limit: int | None = None) -> list[BaseEvent]:
         """The retained events with ``seq > after``, oldest first (at most ``limit``)."""

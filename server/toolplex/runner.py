@@ -237,6 +237,7 @@ class Run:
         self.listeners: list[ObjectSendStream[BaseEvent]] = []
         self.usage: dict[str, int] = {}
         self.finished = anyio.Event()
+        self.failure: dict[str, Any] | None = None
         session.runs[self.id] = self  # at once: a second start must see this run
 
     def emit(self, cls: type[BaseEvent], **fields: Any) -> BaseEvent:
@@ -251,13 +252,19 @@ class Run:
         self.cancel_requested = True
         self.scope.cancel()
 
+    def fail(self, error: dict[str, Any]) -> None:
+        """Stop the run from outside: running calls end ``run_cancelled``, the run with
+        ``run.error`` ``error`` (the server uses it when its store becomes unreachable)."""
+        self.failure = self.failure or error
+        self.scope.cancel()
+
     async def execute(self) -> None:
         """Run to exactly one ``run.finished`` or ``run.error``."""
         self.session.touch()
         ended = False
         try:
             self.emit(RunStarted, trigger=self.trigger, input=self.input)
-            error = await self._guarded()
+            error = await self._guarded() or self.failure
             ended = True
             if error is not None:
                 self.emit(RunError, error=error)

@@ -10,7 +10,12 @@ Example::
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .events import TERMINAL_CALL_TYPES, TERMINAL_RUN_TYPES, BaseEvent
@@ -18,7 +23,8 @@ from .runner import Agent
 from .scripted import Call, ScriptedModel, Step
 from .session import Session
 
-__all__ = ["Call", "ScriptedModel", "Step", "check_protocol", "collect", "of_type"]
+__all__ = ["Call", "RedisServer", "ScriptedModel", "Step", "check_protocol", "collect",
+           "of_type"]
 
 
 async def collect(
@@ -84,3 +90,67 @@ def check_protocol(
     assert not bad_calls, f"every call needs exactly one terminal event: {bad_calls}"
     bad_runs = {r: n for r, n in runs.items() if n != 1}
     assert not bad_runs, f"every run needs exactly one terminal event: {bad_runs}"
+
+
+class RedisServer:
+    """A real ``redis-server`` (Debian package ``redis-server``) on a free 127.0.0.1 port.
+
+    Args:
+        directory: Where an append-only file lives when ``durable``.
+        durable: ``appendonly yes`` with ``appendfsync always``: what a reader was sent
+            survives a crash of Redis. Otherwise nothing is persisted.
+
+    Example::
+
+        with RedisServer() as redis:
+            create_app(agent, settings=Settings(redis_url=redis.url))
+    """
+
+    def __init__(self, directory: str | Path | None = None, *, durable: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.directory = Path(directory) if directory else None
+        self.durable = durable
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        """Start (or restart, on the same port and files) and wait until it answers."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--protected-mode", "no", "--loglevel", "warning"]
+        if self.durable:
+            assert self.directory is not None, "a durable Redis needs a directory"
+            args += ["--dir", str(self.directory), "--appendonly", "yes",
+                     "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Stop it at once (SIGKILL: no shutdown save, as in a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -46,3 +46,28 @@ def jobs_agent() -> Agent:
 def jobs_app() -> Starlette:
     """Durable: sessions and jobs in the SQLite file named by TOOLPLEX_DB."""
     return create_app(jobs_agent(), settings=Settings(db_path=os.environ["TOOLPLEX_DB"]))
+
+
+@tool(reduce=lambda chunks: {"ticks": len(chunks)})
+async def ticker(n: int, every: float):  # type: ignore[no-untyped-def]
+    """Stream n numbered ticks, `every` seconds apart."""
+    for i in range(n):
+        await anyio.sleep(every)
+        yield {"tick": i}
+
+
+def cluster_app() -> Starlette:
+    """One of several processes sharing the Redis at TOOLPLEX_REDIS_URL.
+
+    "tick" streams 20 ticks over 1 s; "slow" streams 200 over 20 s (a run to kill);
+    "export" starts a webhook job whose completion gets a "job update" turn.
+    """
+    model = ScriptedModel(scripts={
+        "job update": [Step(text="Reported: {{input}}")],
+        "export": [Step(calls=[Call("export", {"table": "accounts"})]), Step(text="Asked.")],
+        "tick": [Step(calls=[Call("ticker", {"n": 20, "every": 0.05})]), Step(text="Ticked.")],
+        "slow": [Step(calls=[Call("ticker", {"n": 200, "every": 0.1})]), Step(text="Slow.")],
+    })
+    settings = Settings(lease_ttl=float(os.environ.get("TOOLPLEX_LEASE_TTL", "10")),
+                        log_retain=int(os.environ.get("TOOLPLEX_LOG_RETAIN", "10000")))
+    return create_app(Agent(tools=[ticker, export], model=model), settings=settings)

@@ -97,6 +97,10 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         # The embedded model on a port, for other programs: any OpenAI client pointed
         # at {base}/scripted/v1 gets the same chunk stream the agent does.
         route_list.append(Mount("/scripted", agent.model.asgi_app()))
-    app = Starlette(routes=route_list, lifespan=lifespan)
+    import redis
+
+    app = Starlette(routes=route_list, lifespan=lifespan, exception_handlers={
+        redis.ConnectionError: routes.store_unreachable,
+        redis.TimeoutError: routes.store_unreachable})
     app.state.hub = hub
     return app

@@ -11,7 +11,9 @@ from anyio.abc import TaskGroup
 from ..exceptions import ProtocolError
 from ..runner import Agent, Run
 from ..session import Session
+from ..shared import UNREACHABLE
 from ..store import Store
+from .cluster import Cluster, unavailable
 from .commands import JobComplete, RunCancel, RunStart, Subscribe, ToolCancel
 from .metrics import Metrics
 from .sessions import SessionStore
@@ -31,7 +33,18 @@ class Hub:
         self.store = SessionStore(retain=settings.log_retain, idle_ttl=settings.session_idle_ttl)
         self._tg: TaskGroup | None = None
         self.jobs = agent.jobs
-        if settings.db_path is not None:
+        self.cluster: Cluster | None = None
+        """Set when several processes share sessions through Redis (``redis_url``)."""
+        if settings.redis_url:
+            from .cluster import Cluster
+
+            self.cluster = Cluster(self, settings.redis_url, lease_ttl=settings.lease_ttl)
+            self.store.logs = self.cluster.logs
+            self.store.load = self._load
+            self.jobs.use_store(self.cluster.store)  # type: ignore[arg-type]
+            self.jobs.find_session = self.store.get
+            self.jobs.start_turns = self.cluster.pump
+        elif settings.db_path is not None:
             self.jobs.use_store(Store(settings.db_path))
         self.jobs.callback_base = settings.public_url.rstrip("/")
         if settings.webhook_secret:
@@ -40,6 +53,13 @@ class Hub:
         for session in self.store.restore(self.jobs.store.sessions()):
             self._adopt(session)
 
+    def _load(self, session_id: str) -> Session | None:
+        assert self.cluster is not None
+        session = self.cluster.load(session_id)
+        if session is not None:
+            self._adopt(session)
+        return session
+
     def _adopt(self, session: Session) -> None:
         session.log.observers.append(self.metrics.observe)
         self.jobs.attach(session)
@@ -47,6 +67,13 @@ class Hub:
 
     def save(self, session: Session) -> None:
         """Persist a session's history and log head (they survive a restart)."""
+        if self.cluster is not None:
+            try:
+                self.cluster.save(session)
+            except UNREACHABLE:
+                logger.error("session not saved: Redis is unreachable",
+                             extra={"session_id": session.id})
+            return
         self.jobs.store.save_session(session.id, session.token_hash, session.history,
                                      session.log.head_seq)
 
@@ -59,9 +86,15 @@ class Hub:
 
     def create_session(self) -> Session:
         """A new session whose log feeds the metrics."""
-        session = self.store.create()
-        self._adopt(session)
-        self.save(session)
+        try:
+            session = self.store.create()
+            self._adopt(session)
+            if self.cluster is not None:
+                self.cluster.save(session)
+            else:
+                self.save(session)
+        except UNREACHABLE:
+            raise unavailable() from None
         logger.info("session created", extra={"session_id": session.id})
         return session
 
@@ -74,7 +107,11 @@ class Hub:
         if session.runs:
             active = next(iter(session.runs))
             raise ProtocolError("run_active", f"run {active} is still going; cancel it first")
-        run = self.agent.start(session, input, self.task_group)
+        if self.cluster is not None:
+            run = Run(self.agent, session, input, "user")
+            self.cluster.start(run)
+        else:
+            run = self.agent.start(session, input, self.task_group)
         logger.info("run started", extra={"session_id": session.id, "run_id": run.id})
         return run
 
@@ -85,9 +122,12 @@ class Hub:
             ProtocolError: ``unknown_run`` when it is not an active run of this session.
         """
         run = session.runs.get(run_id)
-        if run is None:
+        if run is not None:
+            run.cancel()
+        elif self.cluster is not None:
+            self.cluster.cancel_run(session, run_id)
+        else:
             raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
-        run.cancel()
 
     def cancel_call(self, session: Session, call_id: str) -> None:
         """Cancel one running call.
@@ -96,7 +136,9 @@ class Hub:
             ProtocolError: ``unknown_call`` when it is not a running call of this session.
         """
         call = session.calls.get(call_id)
-        if call is None or not call.cancel("user"):
+        if call is None and self.cluster is not None:
+            self.cluster.cancel_call(session, call_id)
+        elif call is None or not call.cancel("user"):
             raise ProtocolError("unknown_call", f"no running call {call_id!r} in this session")
 
     def session_of_job(self, job_id: str, token: str | None) -> Session | None:
@@ -145,6 +187,8 @@ class Hub:
             self._tg = tg
             tg.start_soon(self._expire_idle)
             tg.start_soon(self.jobs.serve)
+            if self.cluster is not None:
+                tg.start_soon(self.cluster.serve)
             self.jobs.recover()
             task_status.started()
             try:
@@ -161,8 +205,14 @@ class Hub:
         with anyio.move_on_after(self.settings.shutdown_grace):
             for run in runs:
                 await run.finished.wait()
+        if self.cluster is not None:
+            # Runs saved their sessions as they ended; a session this process only read
+            # may have run elsewhere since: saving it here would undo that run.
+            await self.cluster.shutdown()
+        else:
+            for session in self.store:
+                self.save(session)
         for session in self.store:
-            self.save(session)
             session.log.close()
         await self.agent.aclose()
 

@@ -53,7 +53,10 @@ def _sse(frame: dict[str, Any]) -> ServerSentEvent:
 
 async def create_session(request: Request) -> Response:
     """``POST /v1/sessions`` -> ``{session_id, token}``."""
-    session = _hub(request).create_session()
+    try:
+        session = _hub(request).create_session()
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
     return JSONResponse({"session_id": session.id, "token": session.token}, status_code=201)
 
 
@@ -156,8 +159,17 @@ async def complete_job(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """``GET /healthz``: liveness."""
-    return JSONResponse({"status": "ok", "sessions": len(_hub(request).store)})
+    """``GET /healthz``: liveness; 503 while the shared store (Redis) is unreachable."""
+    hub = _hub(request)
+    if hub.cluster is not None and not hub.cluster.healthy():
+        return JSONResponse({"status": "unhealthy", "redis": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "sessions": len(hub.store)})
+
+
+async def store_unreachable(request: Request, exc: Exception) -> Response:
+    """Any request that needed Redis while it was down: 503, nothing changed."""
+    return error_response("store_unavailable",
+                          "the session store (Redis) is unreachable; try again shortly")
 
 
 async def metrics(request: Request) -> Response:

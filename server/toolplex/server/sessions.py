@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..session import Session, hash_token
+
+if TYPE_CHECKING:
+    from ..shared import SharedLogs
 
 
 class SessionStore:
@@ -16,25 +20,42 @@ class SessionStore:
     refusal reveals nothing about which sessions exist.
     """
 
-    def __init__(self, *, retain: int = 10_000, idle_ttl: float = 3600.0) -> None:
+    def __init__(self, *, retain: int = 10_000, idle_ttl: float = 3600.0,
+                 logs: SharedLogs | None = None,
+                 load: Callable[[str], Session | None] | None = None) -> None:
         self.retain = retain
         self.idle_ttl = idle_ttl
+        self.logs = logs
+        """Where session logs live when several processes share them (else in memory)."""
+        self.load = load
+        """Finds a session this process does not hold (several processes: in Redis)."""
         self._sessions: dict[str, Session] = {}
         self.readers: dict[str, int] = {}
 
     def create(self) -> Session:
         """A new session with a fresh token."""
         session = Session(retain=self.retain)
+        if self.logs is not None:
+            session.log = self.logs.log_for(session.id, self.retain)
         self._sessions[session.id] = session
         return session
 
     def get(self, session_id: str) -> Session | None:
         """The session, without any token check (internal use)."""
+        session = self._sessions.get(session_id)
+        if session is None and self.load is not None:
+            session = self.load(session_id)
+            if session is not None:
+                self._sessions[session_id] = session
+        return session
+
+    def local(self, session_id: str) -> Session | None:
+        """The session if this process holds it (never loads)."""
         return self._sessions.get(session_id)
 
     def authorize(self, session_id: str, token: str | None) -> Session | None:
         """The session if ``token`` is its token, else None."""
-        session = self._sessions.get(session_id)
+        session = self.get(session_id)
         expected = session.token_hash if session else "0" * 64
         ok = hmac.compare_digest(hash_token(token or "").encode(), expected.encode())
         return session if ok and session is not None else None
@@ -65,4 +86,6 @@ class SessionStore:
         ]
         for session_id in gone:
             self._sessions.pop(session_id).log.close()
+            if self.logs is not None:
+                self.logs.forget(session_id)
         return gone

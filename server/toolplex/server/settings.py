@@ -62,5 +62,11 @@ class Settings:
     one still misses a 20 ms p99. Young collections are unchanged: raising the first
     threshold instead (50,000) also gave a low p99, but the stalled-reader test's memory
     then grew without levelling off."""
+    redis_url: str | None = field(default_factory=lambda: os.environ.get("TOOLPLEX_REDIS_URL"))
+    """``redis://...``: sessions, event logs and jobs live in Redis, shared by every
+    process started with the same URL (env TOOLPLEX_REDIS_URL). None: one process."""
+    lease_ttl: float = 10.0
+    """Seconds a run's owner lease lasts unrenewed: how long the run of a process that
+    died stays open before another process ends it (``owner_lost``)."""
     public_url: str = "http://127.0.0.1:8000"
     """The base URL external services reach this server at (for callback URLs)."""
