@@ -52,3 +52,20 @@ def sessions_app() -> Starlette:
     if thresholds:
         settings = replace(settings, gc_thresholds=tuple(map(int, thresholds.split(","))))
     return create_app(_agent(Call("ticks", {"n": n, "every": every})), settings=settings)
+
+
+def scaleout_app() -> Starlette:
+    """One of the processes bench/scaleout.py runs (on TOOLPLEX_REDIS_URL, when set).
+
+    "tick" streams BENCH_TICKS stamped chunks BENCH_EVERY seconds apart; "fire" streams
+    BENCH_CHUNKS chunks as fast as they go.
+    """
+    n = int(os.environ.get("BENCH_TICKS", "40"))
+    every = float(os.environ.get("BENCH_EVERY", "0.05"))
+    chunks = int(os.environ.get("BENCH_CHUNKS", "2000"))
+    model = ScriptedModel(scripts={
+        "tick": [Step(calls=[Call("ticks", {"n": n, "every": every})]), Step(text="done")],
+        "fire": [Step(calls=[Call("firehose", {"n": chunks})]), Step(text="done")],
+    })
+    settings = Settings(reader_queue=10**9, reader_max_lag=10**9, log_retain=chunks + 100)
+    return create_app(Agent(tools=[firehose, ticks], model=model), settings=settings)

@@ -6,10 +6,11 @@ holds by construction (side-effecting calls wait for the response, so they end l
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 
-from bench import overhead, parallel, sessions, ws_throughput
+from bench import overhead, parallel, scaleout, sessions, ws_throughput
 from bench.workloads import Sizes
 
 
@@ -35,3 +36,13 @@ def test_throughput_and_sessions_run_against_a_real_server_process() -> None:
     many = asyncio.run(sessions.run(sessions=5, ticks=3, every=0.01))
     assert many["chunks"] == 15, "every chunk of every session arrived"
     assert 0 < many["p50_ms"] <= many["p99_ms"] <= many["max_ms"]
+
+
+def test_scaleout_runs_embedded_and_one_to_three_processes_on_a_real_redis() -> None:
+    options = argparse.Namespace(sessions=4, ticks=3, every=0.01, fire_sessions=2, chunks=50)
+    rows = asyncio.run(scaleout.run(options))
+    assert [label for label, _ in rows] == [
+        "embedded (1 process, no Redis)", "Redis, 1 process", "Redis, 2 processes",
+        "Redis, 3 processes"]
+    for _, figures in rows:  # (measure asserts every chunk of every session arrived)
+        assert figures["events_s"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]

@@ -9,9 +9,11 @@ and sessions and jobs in SQLite (:class:`~toolplex.store.Store`). With Redis:
 - ``append`` stays synchronous (runs emit from plain functions): the event goes to a
   process-wide outbox that a writer task flushes in order, numbered so that a batch
   retried after a lost reply is not written twice;
-- every process keeps a local window of the sessions it serves, fed only by one
-  tailer task (XREAD BLOCK over all of them): readers tail that window exactly as
-  in one process, and see nothing Redis has not stored;
+- every process keeps a local window of the sessions it serves, fed by the writer
+  with its own events once Redis has assigned their seqs, and by one tailer task with
+  the others' (XREAD BLOCK on a change feed, then XRANGE of the streams that grew):
+  readers tail that window exactly as in one process, and see nothing Redis has not
+  stored;
 - the job store and the session state are hashes, read and written with a
   synchronous client (a few calls per run or job, well under a millisecond on a
   local Redis; runs never wait on them per event).
@@ -28,6 +30,7 @@ Keys (all under ``tp:``):
 ``tp:j:{id}``              hash: a job row
 ``tp:jobs:open``           set: job ids still pending or running
 ``tp:wh:{id}``             a webhook id already handled (replay guard)
+``tp:changes``             stream: ``{s, h}`` per append (which log grew, to which seq)
 =========================  =====================================================
 """
 
@@ -51,6 +54,9 @@ from .log import EventLog
 logger = logging.getLogger("toolplex.shared")
 
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+CHANGES = "tp:changes"
+"""The change feed: one entry ``{s: stream key, h: head seq}`` per append batch."""
 """What a Redis call raises while Redis is down or restarting."""
 
 
@@ -75,30 +81,35 @@ def async_client(url: str, *, timeout: float | None = 2.0) -> redis.asyncio.Redi
                                         retry=AsyncRetry(NoBackoff(), 0))
 
 
-# Append events to a session's stream: KEYS log, seq, producers, lease; ARGV producer,
+# Append events to a session's stream: KEYS log, seq, producers, lease, changes; ARGV producer,
 # maxlen, ttl, fence, then (number, event JSON) pairs. A number at or below the one the
 # producer last wrote was written already (a retry after a lost reply). With a fence,
 # nothing is written unless the run lease still holds that value: a run whose owner
-# was declared lost cannot append after the fact. Returns the new head seq, or -1 when
-# fenced out.
+# was declared lost cannot append after the fact. Returns {head seq, events written},
+# or {-1, 0} when fenced out.
 _APPEND = """
-if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -1 end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return {-1, 0} end
 local done = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local last = done
+local written = 0
 for i = 5, #ARGV, 2 do
   local number = tonumber(ARGV[i])
   if number > done then
     seq = seq + 1
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[i + 1])
     last = number
+    written = written + 1
   end
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], last)
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return seq
+if written > 0 then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 's', KEYS[1], 'h', seq)
+end
+return {seq, written}
 """
 
 
@@ -122,7 +133,7 @@ class SharedLog(EventLog):
         fence = None
         if self.fence is not None and event.run_id == self.fence[0]:
             fence = self.fence[1]
-        self._logs.enqueue(self.session_id, json.dumps(stamped.to_dict(), default=str), fence)
+        self._logs.enqueue(stamped, json.dumps(stamped.to_dict(), default=str), fence)
         for observe in self.observers:
             observe(stamped)
         return stamped
@@ -146,13 +157,11 @@ class SharedLogs:
         self.ttl = int(ttl)
         self.sync = sync_client(url)
         self.logs: dict[str, SharedLog] = {}
-        self._pending: list[tuple[str, int, str, str | None]] = []
+        self._pending: list[_Item] = []
         self._number = 0
         self._written = 0
         self._more = anyio.Event()
         self._progress = anyio.Event()
-        self._wake_key = f"tp:wake:{process}"
-        self._wake_id = "0-0"
         self.writer_ok = True
         """False while the last write to Redis failed (``/healthz`` reports it)."""
         self.on_unreachable: list[Callable[[], None]] = []
@@ -162,10 +171,10 @@ class SharedLogs:
 
     # -- the outbox ---------------------------------------------------------------
 
-    def enqueue(self, session_id: str, payload: str, fence: str | None) -> None:
+    def enqueue(self, event: BaseEvent, payload: str, fence: str | None) -> None:
         """Queue one event for Redis (in order; flushed by :meth:`serve`)."""
         self._number += 1
-        self._pending.append((session_id, self._number, payload, fence))
+        self._pending.append((event.session_id, self._number, event, payload, fence))
         self._more.set()
 
     async def flush(self, limit: float) -> bool:
@@ -179,7 +188,8 @@ class SharedLogs:
         return False
 
     async def _write(self, client: redis.asyncio.Redis) -> None:
-        append = client.register_script(_APPEND)
+        sha = client.register_script(_APPEND).sha
+        loaded = False
         delay = 0.05
         while True:
             if not self._pending:
@@ -189,21 +199,28 @@ class SharedLogs:
             groups = _groups(batch)
             while True:
                 try:
+                    if not loaded:  # (again after a Redis restart: NOSCRIPT below)
+                        await client.script_load(_APPEND)
+                        loaded = True
+                    # EVALSHA straight into the pipeline: redis-py's Script objects would
+                    # ask SCRIPT EXISTS first, a round trip per batch.
                     pipe = client.pipeline(transaction=False)
                     for (session_id, fence), items in groups:
                         log = self.logs.get(session_id)
                         retain = log.retain if log is not None else self.retain
                         args: list[Any] = [self.process, retain, self.ttl, fence or ""]
-                        for number, payload in items:
+                        for number, _, payload in items:
                             args += [number, payload]
-                        await append(keys=[session_key(session_id, "log"),
-                                           session_key(session_id, "seq"),
-                                           session_key(session_id, "producers"),
-                                           session_key(session_id, "run")],
-                                     args=args, client=pipe)
+                        pipe.evalsha(sha, 5, session_key(session_id, "log"),
+                                     session_key(session_id, "seq"),
+                                     session_key(session_id, "producers"),
+                                     session_key(session_id, "run"), CHANGES, *args)
                     results = await pipe.execute()
                     break
+                except redis.exceptions.NoScriptError:
+                    loaded = False
                 except UNREACHABLE as exc:
+                    loaded = False
                     if self.writer_ok:
                         self.writer_ok = False
                         logger.error("Redis unreachable, %d events wait: %s", len(batch), exc)
@@ -214,11 +231,19 @@ class SharedLogs:
             if not self.writer_ok:
                 logger.info("Redis reachable again")
             self.writer_ok, delay = True, 0.05
-            for ((session_id, _), items), result in zip(groups, results, strict=True):
-                if result == -1:
+            for ((session_id, _), items), (head, written) in zip(groups, results, strict=True):
+                if head == -1:
                     self.dropped += len(items)
                     logger.warning("%d events of a run that lost its lease were not written",
                                    len(items), extra={"session_id": session_id})
+                    continue
+                # Our events are the last `written` of the stream, in order: readers here
+                # get them now rather than after the tailer's round trip (it skips them).
+                log = self.logs.get(session_id)
+                if log is not None and written == len(items) and log.head_seq == head - written:
+                    for offset, (_, event, _) in enumerate(items):
+                        log.insert(event.stamp(head - written + 1 + offset, event.ts,
+                                               session_id))
             self._written = batch[-1][1]
             self._progress.set()
             self._progress = anyio.Event()
@@ -239,7 +264,6 @@ class SharedLogs:
         else:
             log._head = int(self.sync.get(session_key(session_id, "seq")) or 0)
         self.logs[session_id] = log
-        self.sync.xadd(self._wake_key, {"f": session_id}, maxlen=10, approximate=True)
         return log
 
     def forget(self, session_id: str) -> None:
@@ -249,23 +273,40 @@ class SharedLogs:
             log.close()
 
     async def _tail(self, client: redis.asyncio.Redis) -> None:
+        # One blocking read of the change feed, whatever the number of sessions followed;
+        # then one pipelined XRANGE per followed session that another process wrote to.
+        cursor: str | None = None
         while True:
-            streams = {self._wake_key: self._wake_id}
-            streams.update({session_key(sid, "log"): f"{log.head_seq}-0"
-                            for sid, log in self.logs.items()})
             try:
-                reply = await client.xread(streams, count=1000, block=5000)
+                if cursor is None:  # at start, and after Redis was unreachable
+                    last = await client.xrevrange(CHANGES, count=1)
+                    cursor = last[0][0] if last else "0-0"
+                    await self._catch_up(client, list(self.logs.values()))
+                reply = await client.xread({CHANGES: cursor}, count=1000, block=5000)
+                if not reply:
+                    continue
+                entries = reply[0][1]
+                cursor = entries[-1][0]
+                behind: dict[str, SharedLog] = {}
+                for _, change in entries:
+                    log = self.logs.get(change["s"][len("tp:s:"):-len(":log")])
+                    if log is not None and int(change["h"]) > log.head_seq:
+                        behind[log.session_id] = log
+                await self._catch_up(client, list(behind.values()))
             except UNREACHABLE:
+                cursor = None
                 await anyio.sleep(0.2)
-                continue
-            for key, entries in reply or ():
-                if key == self._wake_key:
-                    self._wake_id = entries[-1][0]
-                    continue
-                log = self.logs.get(key[len("tp:s:"):-len(":log")])
-                if log is None:
-                    continue
-                for entry_id, fields in entries:
+
+    async def _catch_up(self, client: redis.asyncio.Redis, logs: list[SharedLog]) -> None:
+        """Read into each window what its stream holds beyond the window's head."""
+        if not logs:
+            return
+        pipe = client.pipeline(transaction=False)
+        for log in logs:
+            pipe.xrange(session_key(log.session_id, "log"), min=f"{log.head_seq + 1}-0")
+        for log, entries in zip(logs, await pipe.execute(), strict=True):
+            for entry_id, fields in entries:
+                if _seq(entry_id) > log.head_seq:  # the writer may have put it there meanwhile
                     log.insert(_event(entry_id, fields))
 
     async def serve(self) -> None:
@@ -289,17 +330,21 @@ class SharedLogs:
             return False
 
 
-def _groups(batch: list[tuple[str, int, str, str | None]]
-            ) -> list[tuple[tuple[str, str | None], list[tuple[int, str]]]]:
+_Item = tuple[str, int, BaseEvent, str, "str | None"]
+"""An outbox entry: session id, outbox number, event, its JSON, fence."""
+_Group = tuple[tuple[str, "str | None"], list[tuple[int, BaseEvent, str]]]
+
+
+def _groups(batch: list[_Item]) -> list[_Group]:
     """Consecutive events of a session with the same fence, in order, per session."""
-    groups: list[tuple[tuple[str, str | None], list[tuple[int, str]]]] = []
-    last: dict[str, tuple[tuple[str, str | None], list[tuple[int, str]]]] = {}
-    for session_id, number, payload, fence in batch:
+    groups: list[_Group] = []
+    last: dict[str, _Group] = {}
+    for session_id, number, event, payload, fence in batch:
         group = last.get(session_id)
         if group is None or group[0][1] != fence:
             group = last[session_id] = ((session_id, fence), [])
             groups.append(group)
-        group[1].append((number, payload))
+        group[1].append((number, event, payload))
     return groups
 
 
