@@ -29,7 +29,10 @@ Keys (all under ``tp:``):
 ``tp:s:{id}:jobs``         set: the session's job ids
 ``tp:j:{id}``              hash: a job row
 ``tp:jobs:open``           set: job ids still pending or running
+``tp:s:{id}:waiting``      set when a job of the session ends; cleared as a turn takes them
 ``tp:wh:{id}``             a webhook id already handled (replay guard)
+``tp:runs``                hash: session id -> run lease, of every run going (for the sweeper)
+``tp:conversations``       hash: ``{adapter}:{thread or chat id}`` -> session id
 ``tp:changes``             stream: ``{s, h}`` per append (which log grew, to which seq)
 =========================  =====================================================
 """
@@ -365,6 +368,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'pending' and status ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SET', 'tp:s:' .. redis.call('HGET', KEYS[1], 'session_id') .. ':waiting', 1)
 return 1
 """
 
@@ -379,6 +383,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     table.insert(taken, id)
   end
 end
+redis.call('DEL', KEYS[2])
 return taken
 """
 
@@ -492,10 +497,14 @@ class RedisStore:
         for job_id in job_ids:
             self.redis.hset(f"tp:j:{job_id}", "delivered", "1")
 
+    def has_undelivered(self, session_id: str) -> bool:
+        """Whether a job of the session ended since its completions were last taken."""
+        return bool(self.redis.exists(session_key(session_id, "waiting")))
+
     def take_undelivered(self, session_id: str) -> list[dict[str, Any]]:
         """The session's ended jobs not yet handed to a run, marked delivered at once
         (atomically: two processes never both take one)."""
-        ids = self._take(keys=[session_key(session_id, "jobs")])
+        ids = self._take(keys=[session_key(session_id, "jobs"), session_key(session_id, "waiting")])
         return sorted(self._rows(list(ids)), key=lambda r: r["created"])
 
     def first_webhook(self, webhook_id: str, job_id: str) -> bool:

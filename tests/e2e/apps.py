@@ -56,18 +56,25 @@ async def ticker(n: int, every: float):  # type: ignore[no-untyped-def]
         yield {"tick": i}
 
 
+@tool(mode="human")
+async def approve(percent: int, job: Job) -> None:
+    """Ask a person to approve a discount."""
+
+
 def cluster_app() -> Starlette:
     """One of several processes sharing the Redis at TOOLPLEX_REDIS_URL.
 
     "tick" streams 20 ticks over 1 s; "slow" streams 200 over 20 s (a run to kill);
-    "export" starts a webhook job whose completion gets a "job update" turn.
+    "export" starts a webhook job whose completion gets a "job update" turn; "discount"
+    waits for a person (job.complete, or an AG-UI resume).
     """
     model = ScriptedModel(scripts={
         "job update": [Step(text="Reported: {{input}}")],
         "export": [Step(calls=[Call("export", {"table": "accounts"})]), Step(text="Asked.")],
         "tick": [Step(calls=[Call("ticker", {"n": 20, "every": 0.05})]), Step(text="Ticked.")],
         "slow": [Step(calls=[Call("ticker", {"n": 200, "every": 0.1})]), Step(text="Slow.")],
+        "discount": [Step(calls=[Call("approve", {"percent": 15})]), Step(text="Asked.")],
     })
     settings = Settings(lease_ttl=float(os.environ.get("TOOLPLEX_LEASE_TTL", "10")),
                         log_retain=int(os.environ.get("TOOLPLEX_LOG_RETAIN", "10000")))
-    return create_app(Agent(tools=[ticker, export], model=model), settings=settings)
+    return create_app(Agent(tools=[ticker, export, approve], model=model), settings=settings)

@@ -368,3 +368,35 @@ async def test_two_processes_appending_to_one_session_get_one_gapless_seq(
         mine = [e["run_id"] for e in seen[0] if e["run_id"].startswith(f"r_{index}_")]
         assert mine == [f"r_{index}_{i:03}" for i in range(300)]
     assert int(first.sync.get(session_key(sid, "seq"))) == 600
+
+
+def _ag_ui(process: Process, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST /ag-ui; the AG-UI events of the response."""
+    with httpx.stream("POST", f"{process.http}/ag-ui", json=body, timeout=20) as response:
+        assert response.status_code == 200, response.read()
+        blocks = response.read().decode().split("\n\n")
+    return [json.loads(b.removeprefix("data: ")) for b in blocks if b.startswith("data: ")]
+
+
+def test_an_ag_ui_thread_goes_on_on_another_process_and_its_interrupt_resumes_there(
+        redis_server: RedisServer, cluster: Any) -> None:
+    a, b = cluster(redis_server, 2)
+    thread = {"threadId": "t-shared", "runId": "run-1",
+              "messages": [{"id": "u1", "role": "user", "content": "discount please"}]}
+    first = _ag_ui(a, thread)
+    outcome = first[-1]["outcome"]
+    assert first[-1]["type"] == "RUN_FINISHED" and outcome["type"] == "interrupt"
+    job_id = outcome["interrupts"][0]["id"]
+    resumed = _ag_ui(b, {**thread, "runId": "run-2", "resume": [
+        {"interruptId": job_id, "status": "resolved", "payload": {"approved": True}}]})
+    assert resumed[0]["type"] == "RUN_STARTED" and resumed[-1]["type"] == "RUN_FINISHED"
+    assert resumed[-1]["outcome"] == {"type": "success"}
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        sid = client.hget("tp:conversations", "ag-ui:t-shared")
+        history = json.loads(client.hget(f"tp:s:{sid}", "history"))
+        assert json.loads(client.hget(f"tp:j:{job_id}", "output")) == {"approved": True}
+    finally:
+        client.close()
+    assert [m["role"] for m in history].count("user") == 2  # the request, the job update
+    assert history[-1]["content"].startswith("Reported: Job update: approve succeeded.")

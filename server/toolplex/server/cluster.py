@@ -105,6 +105,14 @@ class Cluster:
         session.log = self.logs.log_for(session_id, session.retain)
         return session
 
+    def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
+        """The session an adapter's conversation id stands for; with ``session_id``, store
+        it unless another process stored one first (that one is returned)."""
+        field = f"{kind}:{key}"
+        if session_id is not None and self.redis.hsetnx("tp:conversations", field, session_id):
+            return session_id
+        return self.redis.hget("tp:conversations", field)  # type: ignore[no-any-return]
+
     def refresh(self, session: Session) -> None:
         """Take the stored history and breakers (the last run may have run elsewhere)."""
         row = self.store.session(session.id)
@@ -192,27 +200,27 @@ class Cluster:
         self.pump(session)
 
     def pump(self, session: Session) -> None:
-        """Start the session's job turn if completions wait for it (on whichever process
-        gets the lease first)."""
-        self.hub.task_group.start_soon(self._pump, session)
-
-    async def _pump(self, session: Session) -> None:
-        if session.runs:
-            return  # its end pumps again
+        """Start the session's job turn now if completions wait for it and its run lease
+        is free (whichever process takes the lease first delivers them; the run that
+        holds it pumps again as it ends)."""
+        try:
+            if session.runs or not self.store.has_undelivered(session.id):
+                return
+        except UNREACHABLE:
+            return  # the completions stay undelivered; the next pump delivers them
         run = Run(self.hub.agent, session, [], "job")
         try:
             lease = self._take_lease(run)
             rows = self.store.take_undelivered(session.id) if lease else []
-            if lease and rows:
+            if rows:
                 self.refresh(session)
-        except UNREACHABLE:
-            session.runs.pop(run.id, None)
-            return  # the completions stay undelivered; the next pump delivers them
-        if not rows:
-            session.runs.pop(run.id, None)
-            if lease:
+            elif lease:
                 self._release(keys=[session_key(session.id, "run"), RUNS],
                               args=[lease, session.id])
+        except UNREACHABLE:
+            rows = []  # the completions stay undelivered; the next pump delivers them
+        if not rows:
+            session.runs.pop(run.id, None)
             return
         run.input = [completion_message(row) for row in rows]
         self._launch(run, lease)  # type: ignore[arg-type]
@@ -259,18 +267,23 @@ class Cluster:
         run_id = lease["run"]
         entries = self.redis.xrange(session_key(session_id, "log"), min=f"{lease['start'] + 1}-0")
         open_calls: dict[str, None] = {}
+        first = int(entries[0][0].partition("-")[0]) if entries else None
+        # When the start fell out of the retained stream, it did start (long ago).
+        started = first is not None and first > lease["start"] + 1
         ended = False
         for _, fields in entries:
             event = json.loads(fields["e"])
             if event.get("run_id") != run_id:
                 continue
-            if event["type"] == "tool.call.start":
+            if event["type"] == "run.started":
+                started = True
+            elif event["type"] == "tool.call.start":
                 open_calls[event["call_id"]] = None
             elif event["type"] in TERMINAL_CALL_TYPES:
                 open_calls.pop(event["call_id"], None)
             elif event["type"] in TERMINAL_RUN_TYPES:
                 ended = True
-        if not ended:
+        if started and not ended:  # (a lease taken for a run that never began: nothing)
             message = f"the process running it ({lease['owner']}) stopped"
             for call_id in open_calls:
                 session.log.append(ToolFailed(run_id=run_id, call_id=call_id,

@@ -88,6 +88,8 @@ class Conversations:
                 raise ProtocolError("unauthorized", "missing or invalid session token")
             return session
         session_id = self._ids.get((kind, key))
+        if session_id is None and hub.cluster is not None:
+            session_id = hub.cluster.conversation(kind, key)  # opened on another process
         return hub.store.get(session_id) if session_id is not None else None
 
     def open(self, hub: Hub, kind: str, key: str, token: str | None) -> Session:
@@ -99,6 +101,10 @@ class Conversations:
         session = self.find(hub, kind, key, token)
         if session is None:
             session = hub.create_session()
+            if hub.cluster is not None:
+                # Two processes opening one conversation at once: the first id stored wins.
+                session_id = hub.cluster.conversation(kind, key, session.id)
+                session = hub.store.get(session_id) or session
             self._ids[(kind, key)] = session.id
         return session
 
