@@ -61,12 +61,19 @@ async def approve(percent: int, job: Job) -> None:
     """Ask a person to approve a discount."""
 
 
+@tool(retries=0)
+async def broken(x: int = 0) -> None:
+    """An upstream that always fails."""
+    raise ValueError("upstream broke")
+
+
 def cluster_app() -> Starlette:
     """One of several processes sharing the Redis at TOOLPLEX_REDIS_URL.
 
     "tick" streams 20 ticks over 1 s; "slow" streams 200 over 20 s (a run to kill);
     "export" starts a webhook job whose completion gets a "job update" turn; "discount"
-    waits for a person (job.complete, or an AG-UI resume).
+    waits for a person (job.complete, or an AG-UI resume); "break" fails 3 calls (the
+    breaker opens).
     """
     model = ScriptedModel(scripts={
         "job update": [Step(text="Reported: {{input}}")],
@@ -74,7 +81,9 @@ def cluster_app() -> Starlette:
         "tick": [Step(calls=[Call("ticker", {"n": 20, "every": 0.05})]), Step(text="Ticked.")],
         "slow": [Step(calls=[Call("ticker", {"n": 200, "every": 0.1})]), Step(text="Slow.")],
         "discount": [Step(calls=[Call("approve", {"percent": 15})]), Step(text="Asked.")],
+        "break": [Step(calls=[Call("broken", {"x": i}) for i in range(3)]), Step(text="Hm.")],
     })
     settings = Settings(lease_ttl=float(os.environ.get("TOOLPLEX_LEASE_TTL", "10")),
                         log_retain=int(os.environ.get("TOOLPLEX_LOG_RETAIN", "10000")))
-    return create_app(Agent(tools=[ticker, export, approve], model=model), settings=settings)
+    agent = Agent(tools=[ticker, export, approve, broken], model=model)
+    return create_app(agent, settings=settings)

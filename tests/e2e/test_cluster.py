@@ -258,6 +258,23 @@ async def test_kill_9_of_the_run_owner_ends_its_run_with_owner_lost(
     assert _stored(redis_server, sid) == reader.events
 
 
+async def test_a_circuit_opened_on_one_process_is_open_on_the_others(
+        redis_server: RedisServer, cluster: Any) -> None:
+    a, b = cluster(redis_server, 2)
+    sid, token = _session(a)
+    async with Reader(b, sid, token) as reader:
+        first = await _start(a, sid, token, "break")
+        await reader.until_run_ends(first)
+        second = await _start(b, sid, token, "break")
+        await reader.until_run_ends(second)
+    check_protocol(reader.events, first_seq=1)
+    by_run = {run: [e["error"]["code"] for e in of_type(reader.events, "tool.error")
+                    if e["run_id"] == run] for run in (first, second)}
+    assert by_run[first] == ["internal"] * 3
+    assert [e["tool"] for e in of_type(reader.events, "tool.circuit_open")] == ["broken"]
+    assert by_run[second] == ["circuit_open"] * 3  # B knew: no call ran
+
+
 async def test_a_reader_resumes_on_another_process_from_its_seq(
         redis_server: RedisServer, cluster: Any) -> None:
     a, b = cluster(redis_server, 2)
@@ -319,6 +336,10 @@ async def _crash_and_restart(redis: RedisServer, cluster: Any) -> None:
             refused = await client.post(f"{b.http}/v1/sessions")
             assert refused.status_code == 503
             assert refused.json()["error"]["code"] == "store_unavailable"
+            other = await client.post(f"{b.http}/v1/sessions/{sid}/runs",
+                                      json={"input": "tick"}, headers=_auth(token))
+            assert other.status_code == 503
+            assert other.json()["error"]["code"] == "store_unavailable"
         received = len(reader.events)
         await anyio.sleep(0.5)
         redis.start()
