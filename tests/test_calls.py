@@ -415,3 +415,20 @@ class TestLatency:
         assert set(quantiles) == {"0.5", "0.95", "0.99"}
         assert 3.5 < quantiles["0.5"] <= quantiles["0.99"] < 30
         assert any("candidate" in r.getMessage() for r in caplog.records)
+
+    async def test_one_slow_call_after_twenty_quick_ones_flags_the_tool(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        @tool(budget=0.05)
+        async def mostly_quick(i: int) -> int:
+            if i == 20:
+                await anyio.sleep(0.1)  # over the 0.05 s budget, after the 20 others end
+            return i
+
+        model = ScriptedModel([Step(calls=[Call("mostly_quick", {"i": i}) for i in range(21)]),
+                               Step(text="ok")])
+        agent = Agent(tools=[mostly_quick], model=model, limits=Limits(max_calls_per_step=21))
+        with caplog.at_level("WARNING", logger="toolplex.calls"):
+            await collect(agent, "go")
+        assert any("candidate" in r.getMessage() for r in caplog.records), (
+            "up to 100 samples the p99 is the slowest: one slow call puts it over the budget")

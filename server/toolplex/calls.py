@@ -226,13 +226,18 @@ class Executor:
         window = self.latency.setdefault(tool.name, deque(maxlen=1000))
         window.append(seconds)
         budget = tool.budget or self.budget
-        if len(window) >= 20 and tool.name not in self._flagged:
-            p99 = self.quantiles(tool.name)["0.99"]
-            if p99 > budget:
-                self._flagged.add(tool.name)
-                logger.warning(
-                    "tool %s: p99 latency %.2f s exceeds the %.1f s budget; it is a candidate "
-                    "for @tool(mode='auto', budget=...) or mode='job'", tool.name, p99, budget)
+        if len(window) < 20 or tool.name in self._flagged:
+            return
+        # The p99 only rises past the budget with a sample over it, or as the window first
+        # reaches 20: sorting up to 1,000 samples on every call would cost more than the call.
+        if seconds <= budget and len(window) > 20:
+            return
+        p99 = self.quantiles(tool.name)["0.99"]
+        if p99 > budget:
+            self._flagged.add(tool.name)
+            logger.warning(
+                "tool %s: p99 latency %.2f s exceeds the %.1f s budget; it is a candidate "
+                "for @tool(mode='auto', budget=...) or mode='job'", tool.name, p99, budget)
 
     def timeout_for(self, tool: Tool) -> float:
         """The tool's timeout, capped."""
@@ -309,8 +314,9 @@ class Executor:
             return self.fail(call, emit, error_dict(
                 "circuit_open", f"{tool.name} is disabled for this session after "
                 f"{breaker.failures} consecutive failures"))
-        key = (tool.name, json.dumps(call.kwargs, sort_keys=True, default=str))
-        if tool.cache:
+        key = ("", "")
+        if tool.cache:  # the key is a JSON encoding: only made for tools that cache
+            key = (tool.name, json.dumps(call.kwargs, sort_keys=True, default=str))
             hit = session.cache.get(key)
             if hit is not None and hit[0] > self.clock.monotonic():
                 return self._succeed(call, emit, hit[1], cached=True)
