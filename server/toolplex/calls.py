@@ -352,6 +352,22 @@ class Executor:
     async def _attempts(
         self, call: ToolCall, tool: Tool, emit: Emit, on_chunk: Callable[[ToolCall, Any], None]
     ) -> tuple[Any, bool]:
+        # Most calls succeed at once: the first attempt runs outside tenacity, whose loop
+        # (retry state, callbacks, awaits) costs more than a fast tool. A transient failure
+        # with retries left hands over to it.
+        try:
+            return await self._attempt(call, tool, 1, emit, on_chunk, last=tool.retries == 0)
+        except _Transient as exc:
+            if tool.retries == 0:
+                raise
+            failure = exc.failure
+        return await self._retry(call, tool, failure, emit, on_chunk)
+
+    async def _retry(
+        self, call: ToolCall, tool: Tool, first: Failure, emit: Emit,
+        on_chunk: Callable[[ToolCall, Any], None],
+    ) -> tuple[Any, bool]:
+        """Attempts 2 and on, after the first attempt failed with ``first``."""
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             assert isinstance(exc, _Transient)
@@ -377,6 +393,8 @@ class Executor:
             async for attempt in retrying:
                 with attempt:
                     number = attempt.retry_state.attempt_number
+                    if number == 1:  # it has run: tenacity waits and retries from its failure
+                        raise _Transient(first)
                     return await self._attempt(call, tool, number, emit, on_chunk,
                                                last=number > tool.retries)
         finally:
