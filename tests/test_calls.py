@@ -143,6 +143,41 @@ class TestTimeout:
                 await anyio.sleep(0.01)
 
 
+class TestToolBody:
+    async def test_a_sync_tool_runs_in_a_worker_thread(self) -> None:
+        @tool
+        def where() -> str:
+            return threading.current_thread().name
+
+        events = await collect(Agent(tools=[where], model=_one_call("where")), "go")
+        name = of_type(events, "tool.result")[0]["output"]
+        assert name != threading.current_thread().name, "a sync tool never blocks the loop"
+
+    async def test_a_body_stopped_from_outside_ends_its_call_with_an_error(self) -> None:
+        started = anyio.Event()
+
+        @tool(retries=0)
+        async def waits() -> str:
+            started.set()
+            await anyio.sleep_forever()
+            return "never"
+
+        agent = Agent(tools=[waits], model=_one_call("waits"))
+        events: list[dict[str, Any]] = []
+
+        async def consume() -> None:
+            events.extend(await collect(agent, "go"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await started.wait()
+            await agent.aclose()  # cancels every supervised body
+        check_protocol(events)
+        error = of_type(events, "tool.error")[0]["error"]
+        assert error["code"] == "internal"
+        assert "waits stopped without finishing" in error["message"]
+
+
 class TestRetry:
     async def test_503_twice_then_success_waits_1_then_2_seconds(self, fast: Clock) -> None:
         attempts = 0

@@ -1,9 +1,10 @@
 """One execution path: every tool call is a stream of chunks with one terminal outcome.
 
-Sync functions (in a bounded thread pool), coroutines and async generators all
-run as a background producer whose chunks the call reads under the tool's
-policy: upstream limit, hard timeout, transient-only retries (tenacity), the
-session's circuit breaker and memo cache. The call emits ``tool.exec.started``,
+Sync functions run in a bounded thread pool, coroutine functions and async
+generators as supervised background tasks (so a body that ignores cancellation
+can be abandoned); the call reads their chunks under the tool's policy: upstream
+limit, hard timeout, transient-only retries (tenacity), the session's circuit
+breaker and memo cache. The call emits ``tool.exec.started``,
 ``tool.output.delta``, ``tool.timeout``, ``tool.retrying`` and exactly one of
 ``tool.result`` / ``tool.error`` / ``tool.cancelled``.
 """
@@ -416,14 +417,21 @@ class Executor:
             emit(ToolExecStarted, call_id=call.call_id, attempt=number,
                  timeout_ms=round(timeout * 1000))
             call.chunks = []
+
+            def take(chunk: Any) -> None:
+                emit(ToolOutputDelta, call_id=call.call_id, attempt=number,
+                     index=len(call.chunks), data=chunk)
+                call.chunks.append(chunk)
+                on_chunk(call, chunk)
+
             with anyio.move_on_after(self.clock.real(timeout)) as deadline:
                 try:
-                    async with aclosing(self._produce(call, tool)) as chunks:
-                        async for chunk in chunks:
-                            emit(ToolOutputDelta, call_id=call.call_id, attempt=number,
-                                 index=len(call.chunks), data=chunk)
-                            call.chunks.append(chunk)
-                            on_chunk(call, chunk)
+                    if tool.kind is Kind.STREAM:
+                        async with aclosing(self._produce(call, tool)) as chunks:
+                            async for chunk in chunks:
+                                take(chunk)
+                    else:
+                        take(await self._call(call, tool))
                 except Exception as exc:
                     failure = classify(exc)
                     raise (_Transient if failure.transient else _Permanent)(failure) from exc
@@ -440,8 +448,42 @@ class Executor:
             return tool.reduce(call.chunks), False
         return (call.chunks[0] if call.chunks else None), False
 
+    async def _call(self, call: ToolCall, tool: Tool) -> Any:
+        """Run a one-value tool: a sync function in a pool thread, a coroutine function as
+        a supervised task."""
+        fn = functools.partial(tool.fn, **(call.kwargs or {}))
+        if tool.kind is Kind.SYNC:
+            # The pool lets go of the thread when the call is cancelled: no task needed.
+            return await self.pool.run(fn)
+        done: asyncio.Future[tuple[Any, BaseException | None]] = (
+            asyncio.get_running_loop().create_future())
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if not done.done():  # else the call stopped waiting: cancelled or timed out
+                done.set_result((value, error))
+
+        async def body() -> None:
+            # The body settles `done` itself: the call wakes a loop pass sooner than it
+            # would waiting for the task's done callbacks.
+            try:
+                settle(await fn(), None)
+            except Exception as exc:
+                settle(None, exc)
+            except BaseException:
+                settle(None, RuntimeError(f"{tool.name} stopped without finishing"))
+                raise
+
+        task = self.supervisor.spawn(body)
+        try:
+            value, error = await done
+        finally:
+            await self.supervisor.stop(task, f"{tool.name} ({call.call_id})")
+        if error is not None:
+            raise error
+        return value
+
     async def _produce(self, call: ToolCall, tool: Tool) -> AsyncIterator[Any]:
-        """Run the tool body as a supervised task and yield its chunks."""
+        """Run a streaming tool's body as a supervised task and yield its chunks."""
         send, receive = anyio.create_memory_object_stream[Any](64)
         kwargs = dict(call.kwargs or {})
 
@@ -456,14 +498,8 @@ class Executor:
         async def body() -> None:
             async with send:
                 try:
-                    if tool.kind is Kind.STREAM:
-                        async for chunk in tool.fn(**kwargs):
-                            await put(chunk)
-                    elif tool.kind is Kind.ASYNC:
-                        await put(await tool.fn(**kwargs))
-                    else:
-                        fn = functools.partial(tool.fn, **kwargs)
-                        await put(await self.pool.run(fn))
+                    async for chunk in tool.fn(**kwargs):
+                        await put(chunk)
                     await put(_End())
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     pass  # the call stopped reading: it timed out or was cancelled
