@@ -211,6 +211,8 @@ class _Step:
     number: int
     message_id: str
     calls: dict[int, ToolCall] = field(default_factory=dict)
+    waiting: list[ToolCall] = field(default_factory=list)
+    """Calls begun whose arguments may still be streaming, in the order they began."""
     dispatched: int = 0
     text: list[str] = field(default_factory=list)
     text_open: bool = False
@@ -375,9 +377,10 @@ class Run:
         elif isinstance(chunk, CallBegin):
             self._end_text(step)
             # [runner] a new call index means every earlier call's arguments are complete.
-            for earlier in list(step.calls.values()):
-                if earlier.index < chunk.index:
-                    self._dispatch(step, earlier, tg)
+            complete = [c for c in step.waiting if c.index < chunk.index]
+            step.waiting = [c for c in step.waiting if c.index >= chunk.index]
+            for earlier in complete:
+                self._dispatch(step, earlier, tg)
             self._begin_call(step, chunk.index, chunk.id, chunk.name)
         elif isinstance(chunk, CallArgs):
             call = step.calls.get(chunk.index) or self._begin_call(
@@ -396,6 +399,7 @@ class Run:
         call = ToolCall(call_id=new_id("c"), name=name, index=index, model_call_id=model_id,
                         message_id=step.message_id, run_id=self.id)
         step.calls[index] = call
+        step.waiting.append(call)
         self.session.calls[call.call_id] = call
         self.emit(ToolCallStart, call_id=call.call_id, name=name, message_id=step.message_id)
         if step.short_circuit_by is not None:
@@ -437,7 +441,8 @@ class Run:
             return
         call.tool = tool
         try:
-            call.kwargs = tool.validate(call.args_text)
+            # Parsed once: validate() reports a text that is not a JSON object itself.
+            call.kwargs = tool.validate(parsed if isinstance(parsed, dict) else call.args_text)
         except InvalidArguments as exc:
             executor.fail(call, self.emit, error_dict("invalid_args", str(exc)))
             return
