@@ -198,7 +198,18 @@ class Agent:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.execute)
             async with receive:
-                async for event in receive:
+                while True:
+                    try:
+                        # No checkpoint while events wait: anyio's receive() yields to the
+                        # loop once per event, a loop pass for each of a call's ~8 events.
+                        event = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            event = await receive.receive()
+                        except anyio.EndOfStream:
+                            return
+                    except anyio.EndOfStream:
+                        return
                     yield event
 
     async def aclose(self) -> None:
