@@ -29,7 +29,7 @@ Keys (all under ``tp:``):
 ``tp:s:{id}:jobs``         set: the session's job ids
 ``tp:j:{id}``              hash: a job row
 ``tp:jobs:open``           set: job ids still pending or running
-``tp:s:{id}:waiting``      set when a job of the session ends; cleared as a turn takes them
+``tp:waiting``             set: sessions with a job that ended, until a turn takes it
 ``tp:wh:{id}``             a webhook id already handled (replay guard)
 ``tp:runs``                hash: session id -> run lease, of every run going (for the sweeper)
 ``tp:conversations``       hash: ``{adapter}:{thread or chat id}`` -> session id
@@ -59,6 +59,7 @@ logger = logging.getLogger("toolplex.shared")
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 CHANGES = "tp:changes"
+WAITING = "tp:waiting"
 """The change feed: one entry ``{s: stream key, h: head seq}`` per append batch."""
 """What a Redis call raises while Redis is down or restarting."""
 
@@ -368,7 +369,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'pending' and status ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SET', 'tp:s:' .. redis.call('HGET', KEYS[1], 'session_id') .. ':waiting', 1)
+redis.call('SADD', KEYS[3], redis.call('HGET', KEYS[1], 'session_id'))
 return 1
 """
 
@@ -383,7 +384,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     table.insert(taken, id)
   end
 end
-redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[2], ARGV[1])
 return taken
 """
 
@@ -491,7 +492,7 @@ class RedisStore:
             fields += ["output", json.dumps(output, default=str)]
         if error is not None:
             fields += ["error", json.dumps(error)]
-        return bool(self._finish(keys=[f"tp:j:{job_id}", "tp:jobs:open"], args=fields))
+        return bool(self._finish(keys=[f"tp:j:{job_id}", "tp:jobs:open", WAITING], args=fields))
 
     def mark_delivered(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -499,12 +500,16 @@ class RedisStore:
 
     def has_undelivered(self, session_id: str) -> bool:
         """Whether a job of the session ended since its completions were last taken."""
-        return bool(self.redis.exists(session_key(session_id, "waiting")))
+        return bool(self.redis.sismember(WAITING, session_id))
+
+    def waiting(self) -> set[str]:
+        """Sessions with a job that ended since their completions were last taken."""
+        return self.redis.smembers(WAITING)  # type: ignore[return-value]
 
     def take_undelivered(self, session_id: str) -> list[dict[str, Any]]:
         """The session's ended jobs not yet handed to a run, marked delivered at once
         (atomically: two processes never both take one)."""
-        ids = self._take(keys=[session_key(session_id, "jobs"), session_key(session_id, "waiting")])
+        ids = self._take(keys=[session_key(session_id, "jobs"), WAITING], args=[session_id])
         return sorted(self._rows(list(ids)), key=lambda r: r["created"])
 
     def first_webhook(self, webhook_id: str, job_id: str) -> bool:

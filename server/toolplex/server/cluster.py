@@ -24,7 +24,15 @@ from ..exceptions import ProtocolError
 from ..jobs import completion_message
 from ..runner import Run
 from ..session import Session, new_id
-from ..shared import UNREACHABLE, RedisStore, SharedLog, SharedLogs, async_client, session_key
+from ..shared import (
+    UNREACHABLE,
+    WAITING,
+    RedisStore,
+    SharedLog,
+    SharedLogs,
+    async_client,
+    session_key,
+)
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -91,6 +99,8 @@ class Cluster:
         self._claim = self.redis.register_script(_CLAIM)
         self.owned: dict[str, tuple[Run, str]] = {}
         """Runs this process executes, by session id, with their lease."""
+        self.closing = False
+        """Set at shutdown: no new job turn starts here (another process delivers it)."""
 
     # -- sessions -------------------------------------------------------------------
 
@@ -204,7 +214,7 @@ class Cluster:
         is free (whichever process takes the lease first delivers them; the run that
         holds it pumps again as it ends)."""
         try:
-            if session.runs or not self.store.has_undelivered(session.id):
+            if self.closing or session.runs or not self.store.has_undelivered(session.id):
                 return
         except UNREACHABLE:
             return  # the completions stay undelivered; the next pump delivers them
@@ -256,6 +266,14 @@ class Cluster:
                     if self._claim(keys=[session_key(session_id, "run"), RUNS],
                                    args=[session_id, lease]):
                         await self._end_lost(session_id, json.loads(lease))
+                # Completions nobody delivered (their process stopped before it could):
+                # any process with a free lease starts the turn.
+                for session_id in self.store.waiting():
+                    session = self.hub.store.get(session_id)
+                    if session is not None:
+                        self.pump(session)
+                    else:  # the session expired: nobody left to tell
+                        self.redis.srem(WAITING, session_id)
             except UNREACHABLE:
                 continue
 

@@ -199,6 +199,8 @@ class Hub:
                 tg.cancel_scope.cancel()
 
     async def _shutdown(self) -> None:
+        if self.cluster is not None:
+            self.cluster.closing = True
         runs = [run for session in self.store for run in list(session.runs.values())]
         for run in runs:
             run.cancel()
