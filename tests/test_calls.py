@@ -72,6 +72,23 @@ class TestTimeout:
         assert told["partial"] is True
         assert told["output"] == "first second"
 
+    async def test_a_timed_out_tool_is_cancelled_before_its_call_ends(self, fast: Clock) -> None:
+        order: list[str] = []
+
+        @tool(retries=0)
+        async def stuck() -> str:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                order.append("body cleaned up")
+            return "never"
+
+        agent = Agent(tools=[stuck], model=_one_call("stuck"), clock=fast)
+        async for event in agent.run("go"):
+            if event.type == "tool.error":
+                order.append("call ended")
+        assert order == ["body cleaned up", "call ended"], "the body is stopped, not left behind"
+
     async def test_timeout_is_capped(self, fast: Clock) -> None:
         @tool(timeout=300, retries=0)
         async def stuck() -> str:
