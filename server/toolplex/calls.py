@@ -245,7 +245,9 @@ class Executor:
         return {"0.5": pick(0.5), "0.95": pick(0.95), "0.99": pick(0.99)}
 
     def _record_latency(self, tool: Tool, seconds: float) -> None:
-        window = self.latency.setdefault(tool.name, deque(maxlen=1000))
+        window = self.latency.get(tool.name)
+        if window is None:
+            window = self.latency[tool.name] = deque(maxlen=1000)
         window.append(seconds)
         budget = tool.budget or self.budget
         if len(window) < 20 or tool.name in self._flagged:
