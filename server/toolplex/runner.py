@@ -489,7 +489,8 @@ class Run:
             if call.tool.mode != "inline":
                 await self._run_job_call(call)
                 return
-            await self.agent.executor.run(call, self.session, self.emit, self._on_chunk(step))
+            check = self._on_chunk(step) if call.tool.decisive else _ignore_chunk
+            await self.agent.executor.run(call, self.session, self.emit, check)
         finally:
             self.session.running_calls -= 1
 
@@ -544,6 +545,10 @@ class Run:
                 content = _cut(outcome.for_model(), self.agent.limits.max_result_chars)
                 self.session.history.append({"role": "tool", "tool_call_id": call.model_call_id,
                                              "content": content})
+
+
+def _ignore_chunk(call: ToolCall, chunk: Any) -> None:
+    """What a call's chunks go to when its tool has no decisive predicate."""
 
 
 def _cut(content: str, limit: int) -> str:
