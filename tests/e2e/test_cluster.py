@@ -21,7 +21,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
-from redis import Redis
+from redis import Redis, exceptions as redis_exceptions
 from websockets.asyncio.client import ClientConnection, connect
 
 from toolplex.events import TERMINAL_RUN_TYPES, RunStarted
@@ -421,3 +421,37 @@ def test_an_ag_ui_thread_goes_on_on_another_process_and_its_interrupt_resumes_th
         client.close()
     assert [m["role"] for m in history].count("user") == 2  # the request, the job update
     assert history[-1]["content"].startswith("Reported: Job update: approve succeeded.")
+
+
+async def test_a_batch_retried_after_its_reply_was_lost_is_written_once(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis.asyncio.client import Pipeline
+
+    real = Pipeline.execute
+    lost = []
+
+    async def execute_then_lose_the_reply(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        appends = any(command[0][0] == "EVALSHA" for command in self.command_stack)
+        result = await real(self, *args, **kwargs)
+        if appends and not lost:  # the writer's first batch: written, reply lost
+            lost.append(result)
+            raise redis_exceptions.ConnectionError("connection reset after the write")
+        return result
+
+    monkeypatch.setattr(Pipeline, "execute", execute_then_lose_the_reply)
+    logs = SharedLogs(redis_server.url, "p_one")
+    unreachable: list[bool] = []
+    logs.on_unreachable.append(lambda: unreachable.append(True))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(logs.serve)
+        log = logs.log_for("s_retry", 100)
+        for i in range(5):
+            log.append(RunStarted(run_id=f"r_{i}", trigger="user"))
+        assert await logs.flush(5)
+        with anyio.fail_after(5):
+            await log.wait_beyond(4)
+        tg.cancel_scope.cancel()
+    assert lost and unreachable == [True] and logs.writer_ok
+    stored = _stored(redis_server, "s_retry")
+    assert [(e["seq"], e["run_id"]) for e in stored] == [(i + 1, f"r_{i}") for i in range(5)]
+    assert [e.seq for e in log.replay()] == [1, 2, 3, 4, 5]
