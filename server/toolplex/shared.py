@@ -151,10 +151,11 @@ class SharedLogs:
         process: This process's id (names its outbox numbers in Redis).
         retain: Events each stream keeps (MAXLEN ~), as each local window does.
         ttl: Seconds a session's keys outlive their last append.
+        down_after: Seconds of failing writes after which Redis counts as down.
     """
 
     def __init__(self, url: str, process: str, *, retain: int = 10_000,
-                 ttl: float = 7 * 24 * 3600.0) -> None:
+                 ttl: float = 7 * 24 * 3600.0, down_after: float = 1.0) -> None:
         self.url = url
         self.retain = retain
         self.process = process
@@ -167,9 +168,11 @@ class SharedLogs:
         self._more = anyio.Event()
         self._progress = anyio.Event()
         self.writer_ok = True
-        """False while the last write to Redis failed (``/healthz`` reports it)."""
+        """False while writes to Redis have been failing for ``down_after`` seconds."""
+        self.down_after = down_after
         self.on_unreachable: list[Callable[[], None]] = []
-        """Called once each time writing to Redis starts failing."""
+        """Called once each time writes have been failing for ``down_after`` seconds (a
+        dropped connection that the next retry gets past is not an outage)."""
         self.dropped = 0
         """Events refused by their fence (a run that lost its lease)."""
 
@@ -194,7 +197,7 @@ class SharedLogs:
     async def _write(self, client: redis.asyncio.Redis) -> None:
         sha = client.register_script(_APPEND).sha
         loaded = False
-        delay = 0.05
+        delay, failing = 0.05, 0.0
         while True:
             if not self._pending:
                 self._more = anyio.Event()
@@ -225,16 +228,17 @@ class SharedLogs:
                     loaded = False
                 except UNREACHABLE as exc:
                     loaded = False
-                    if self.writer_ok:
+                    failing = failing or time.monotonic()
+                    if self.writer_ok and time.monotonic() - failing >= self.down_after:
                         self.writer_ok = False
                         logger.error("Redis unreachable, %d events wait: %s", len(batch), exc)
                         for callback in list(self.on_unreachable):
                             callback()
                     await anyio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    delay = min(delay * 2, 0.5)
             if not self.writer_ok:
                 logger.info("Redis reachable again")
-            self.writer_ok, delay = True, 0.05
+            self.writer_ok, delay, failing = True, 0.05, 0.0
             for ((session_id, _), items), (head, written) in zip(groups, results, strict=True):
                 if head == -1:
                     self.dropped += len(items)

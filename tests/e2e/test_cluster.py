@@ -341,7 +341,7 @@ async def _crash_and_restart(redis: RedisServer, cluster: Any) -> None:
             assert other.status_code == 503
             assert other.json()["error"]["code"] == "store_unavailable"
         received = len(reader.events)
-        await anyio.sleep(0.5)
+        await anyio.sleep(1.5)  # an outage, not a blip: writes fail for over a second
         redis.start()
         end = await reader.until_run_ends(run_id, limit=LEASE_TTL * 4 + 10)
         # Failed clearly, by its owner (Redis back within the lease) or by a sweeper.
@@ -451,7 +451,8 @@ async def test_a_batch_retried_after_its_reply_was_lost_is_written_once(
         with anyio.fail_after(5):
             await log.wait_beyond(4)
         tg.cancel_scope.cancel()
-    assert lost and unreachable == [True] and logs.writer_ok
+    assert lost and logs.writer_ok
+    assert unreachable == [], "one reset the retry got past is not an outage"
     stored = _stored(redis_server, "s_retry")
     assert [(e["seq"], e["run_id"]) for e in stored] == [(i + 1, f"r_{i}") for i in range(5)]
     assert [e.seq for e in log.replay()] == [1, 2, 3, 4, 5]

@@ -250,8 +250,7 @@ class Cluster:
                     kept = self._renew(keys=[session_key(session_id, "run")],
                                        args=[lease, int(self.lease_ttl * 1000)])
                 except UNREACHABLE:
-                    self._store_down()
-                    break
+                    break  # the writer declares an outage; the lease outlasts a blip
                 if not kept:
                     logger.error("run lost its lease", extra={"session_id": session_id,
                                                               "run_id": run.id})
