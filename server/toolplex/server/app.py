@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import anyio
+import sniffio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..runner import Agent
 from ..scripted import ScriptedModel
@@ -25,6 +28,28 @@ from .ws import websocket_endpoint
 _NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
 <p>The demo page lives in the repository's <code>client_js/</code>; run the server from a
 checkout (<code>pip install -e .</code>) to serve it.</p>"""
+
+
+class _DeclareAsyncio:
+    """Tell sniffio, once per connection (and for the lifespan, where runs live), that
+    this is asyncio.
+
+    Every anyio primitive asks sniffio which library runs it; without the declaration
+    sniffio asks ``asyncio.current_task()``, and on Python 3.11 that calls
+    ``get_running_loop()``, which makes a ``getpid()`` system call each time (to notice
+    a fork; 3.12 dropped it). Declared, ``anyio.Event()`` costs 0.7 us instead of 1.7
+    and ``fail_after`` 5.9 instead of 7.4 (this machine); the log, the readers and the
+    calls make several per event. The context variable is sniffio's documented way for
+    a library to declare itself; tasks started from here inherit it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if sniffio.current_async_library() == "asyncio":
+            sniffio.current_async_library_cvar.set("asyncio")
+        await self.app(scope, receive, send)
 
 
 def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
@@ -99,7 +124,8 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         route_list.append(Mount("/scripted", agent.model.asgi_app()))
     import redis
 
-    app = Starlette(routes=route_list, lifespan=lifespan, exception_handlers={
+    app = Starlette(routes=route_list, lifespan=lifespan, middleware=[
+        Middleware(_DeclareAsyncio)], exception_handlers={
         redis.ConnectionError: routes.store_unreachable,
         redis.TimeoutError: routes.store_unreachable})
     app.state.hub = hub

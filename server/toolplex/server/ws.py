@@ -31,7 +31,9 @@ class _Connection:
         self.ws = ws
         self.hub = hub
         self.session = session
-        self.lock = anyio.Lock()
+        # Uncontended (the usual case: only command errors compete with the stream), the
+        # lock is taken without a checkpoint: one loop pass less per batch sent.
+        self.lock = anyio.Lock(fast_acquire=True)
         self.reader: anyio.CancelScope | None = None
         self.bad_frames = 0
         self.slow: SlowReader | None = None
