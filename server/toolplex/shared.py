@@ -53,15 +53,17 @@ from redis.retry import Retry
 
 from .events import BaseEvent, from_dict, now_ms
 from .log import EventLog
+from .store import OPEN
 
 logger = logging.getLogger("toolplex.shared")
 
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+"""What a Redis call raises while Redis is down or restarting."""
 
 CHANGES = "tp:changes"
-WAITING = "tp:waiting"
 """The change feed: one entry ``{s: stream key, h: head seq}`` per append batch."""
-"""What a Redis call raises while Redis is down or restarting."""
+WAITING = "tp:waiting"
+"""Sessions with a job that ended, until a turn takes its completions."""
 
 
 def session_key(session_id: str, part: str = "") -> str:
@@ -121,8 +123,9 @@ class SharedLog(EventLog):
     """A session's log in Redis, as one process sees it.
 
     :meth:`append` queues the event for Redis and returns it with ``seq`` 0 (the seq
-    is Redis's to assign); the local window holds only what the tailer read back, so
-    ``head_seq`` and :meth:`tail` show the stored log.
+    is Redis's to assign); the local window holds only what Redis has stored (put
+    there by the writer or the tailer), so ``head_seq`` and :meth:`tail` show the
+    stored log.
     """
 
     def __init__(self, session_id: str, logs: SharedLogs, *, retain: int = 10_000) -> None:
@@ -266,7 +269,7 @@ class SharedLogs:
         log = SharedLog(session_id, self, retain=retain)
         entries = self.sync.xrevrange(session_key(session_id, "log"), count=retain)
         if entries:
-            log._head = _seq(entries[-1][0]) - 1
+            log._head = entry_seq(entries[-1][0]) - 1
             for entry_id, fields in reversed(entries):
                 log.insert(_event(entry_id, fields))
         else:
@@ -314,7 +317,7 @@ class SharedLogs:
             pipe.xrange(session_key(log.session_id, "log"), min=f"{log.head_seq + 1}-0")
         for log, entries in zip(logs, await pipe.execute(), strict=True):
             for entry_id, fields in entries:
-                if _seq(entry_id) > log.head_seq:  # the writer may have put it there meanwhile
+                if entry_seq(entry_id) > log.head_seq:  # the writer may have put it there
                     log.insert(_event(entry_id, fields))
 
     async def serve(self) -> None:
@@ -356,13 +359,14 @@ def _groups(batch: list[_Item]) -> list[_Group]:
     return groups
 
 
-def _seq(entry_id: str) -> int:
+def entry_seq(entry_id: str) -> int:
+    """The seq of a stream entry id (``<seq>-0``)."""
     return int(entry_id.partition("-")[0])
 
 
 def _event(entry_id: str, fields: dict[str, str]) -> BaseEvent:
     data = json.loads(fields["e"])
-    data["seq"] = _seq(entry_id)
+    data["seq"] = entry_seq(entry_id)
     return from_dict(data)
 
 
@@ -470,15 +474,13 @@ class RedisStore:
     def jobs(self, *, session_id: str | None = None, open_only: bool = False,
              undelivered: bool = False) -> list[dict[str, Any]]:
         """Jobs matching the filters, oldest first."""
-        if session_id is not None:
-            rows = self._rows(sorted(self.redis.smembers(session_key(session_id, "jobs"))))
-        else:
-            rows = self._rows(sorted(self.redis.smembers("tp:jobs:open")))
+        ids = self.redis.smembers(session_key(session_id, "jobs") if session_id is not None
+                                  else "tp:jobs:open")
+        rows = self._rows(list(ids))
         if open_only:
-            rows = [r for r in rows if r["status"] in ("pending", "running")]
+            rows = [r for r in rows if r["status"] in OPEN]
         if undelivered:
-            rows = [r for r in rows
-                    if r["status"] not in ("pending", "running") and not r["delivered"]]
+            rows = [r for r in rows if r["status"] not in OPEN and not r["delivered"]]
         return sorted(rows, key=lambda r: r["created"])
 
     def progress(self, job_id: str, progress: float, total: float | None,

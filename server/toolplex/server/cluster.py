@@ -31,6 +31,7 @@ from ..shared import (
     SharedLog,
     SharedLogs,
     async_client,
+    entry_seq,
     session_key,
 )
 
@@ -181,6 +182,10 @@ class Cluster:
                               args=[lease, int(self.lease_ttl * 1000), session_id])
         return lease if taken else None
 
+    def _give_back(self, session_id: str, lease: str) -> None:
+        """Release the session's run lease if it is still ``lease``."""
+        self._release(keys=[session_key(session_id, "run"), RUNS], args=[lease, session_id])
+
     def _launch(self, run: Run, lease: str) -> None:
         session = run.session
         assert isinstance(session.log, SharedLog)
@@ -203,8 +208,7 @@ class Cluster:
                 if isinstance(log, SharedLog) and log.fence is not None and log.fence[0] == run.id:
                     log.fence = None
                 try:
-                    self._release(keys=[session_key(session.id, "run"), RUNS],
-                                  args=[lease, session.id])
+                    self._give_back(session.id, lease)
                 except UNREACHABLE:
                     pass  # it expires; the sweeper finds the run ended
         self.pump(session)
@@ -225,8 +229,7 @@ class Cluster:
             if rows:
                 self.refresh(session)
             elif lease:
-                self._release(keys=[session_key(session.id, "run"), RUNS],
-                              args=[lease, session.id])
+                self._give_back(session.id, lease)
         except UNREACHABLE:
             rows = []  # the completions stay undelivered; the next pump delivers them
         if not rows:
@@ -284,7 +287,7 @@ class Cluster:
         run_id = lease["run"]
         entries = self.redis.xrange(session_key(session_id, "log"), min=f"{lease['start'] + 1}-0")
         open_calls: dict[str, None] = {}
-        first = int(entries[0][0].partition("-")[0]) if entries else None
+        first = entry_seq(entries[0][0]) if entries else None
         # When the start fell out of the retained stream, it did start (long ago).
         started = first is not None and first > lease["start"] + 1
         ended = False

@@ -36,8 +36,6 @@ class Hub:
         self.cluster: Cluster | None = None
         """Set when several processes share sessions through Redis (``redis_url``)."""
         if settings.redis_url:
-            from .cluster import Cluster
-
             self.cluster = Cluster(self, settings.redis_url, lease_ttl=settings.lease_ttl)
             self.store.logs = self.cluster.logs
             self.store.load = self._load

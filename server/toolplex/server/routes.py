@@ -16,6 +16,7 @@ from ..jobs import status_of
 from ..session import Session
 from ..store import OPEN
 from .auth import token_of
+from .cluster import unavailable
 from .commands import JobComplete, RunStart, parse_command, parse_json
 from .hub import Hub
 from .readers import SlowReader, frames, hello
@@ -168,8 +169,8 @@ async def healthz(request: Request) -> Response:
 
 async def store_unreachable(request: Request, exc: Exception) -> Response:
     """Any request that needed Redis while it was down: 503, nothing changed."""
-    return error_response("store_unavailable",
-                          "the session store (Redis) is unreachable; try again shortly")
+    refusal = unavailable()
+    return error_response(refusal.code, refusal.message)
 
 
 async def metrics(request: Request) -> Response:

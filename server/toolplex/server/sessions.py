@@ -49,10 +49,6 @@ class SessionStore:
                 self._sessions[session_id] = session
         return session
 
-    def local(self, session_id: str) -> Session | None:
-        """The session if this process holds it (never loads)."""
-        return self._sessions.get(session_id)
-
     def authorize(self, session_id: str, token: str | None) -> Session | None:
         """The session if ``token`` is its token, else None."""
         session = self.get(session_id)
