@@ -14,8 +14,9 @@ import asyncio
 import functools
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 class Cannot(Exception):
@@ -155,6 +156,22 @@ def step_of(script: Script, model_turns: int) -> Sequence[ScriptCall]:
 
 Body = Callable[[str], Awaitable[str]]
 """A tool's body as every framework wraps it: ``async def name(key: str) -> str``."""
+
+
+async def seconds_to_first(events: AsyncIterable[Any], is_chunk: Callable[[Any], bool],
+                           start: float) -> float:
+    """W6: seconds from ``start`` (a ``perf_counter`` reading) to the first event that is a
+    tool's chunk, as the caller iterates; the stream is drained to its end.
+
+    Raises:
+        AssertionError: No chunk reached the caller.
+    """
+    first = None
+    async for event in events:
+        if first is None and is_chunk(event):
+            first = time.perf_counter() - start
+    assert first is not None, "no chunk reached the caller"
+    return first
 
 
 class Recorder:

@@ -28,6 +28,7 @@ from ..workloads import (
     Script,
     ScriptCall,
     Sizes,
+    seconds_to_first,
     step_of,
     w5_cannot,
     w7_with_wrapper,
@@ -115,12 +116,8 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
 
     async def measure() -> float:
         start = time.perf_counter()
-        first = None
         async with agent.run_stream_events("go") as events:
-            async for event in events:
-                if first is None and isinstance(event, Chunk):
-                    first = time.perf_counter() - start
-        assert first is not None, "no chunk reached the caller"
+            first = await seconds_to_first(events, lambda e: isinstance(e, Chunk), start)
         return first / s.w6_gap
 
     return measure

@@ -10,7 +10,16 @@ from importlib.metadata import version
 from toolplex import Agent, Clock, Limits, ToolError, tool
 from toolplex.testing import Call, ScriptedModel, Step
 
-from ..workloads import Body, Flaky, Recorder, Script, ScriptCall, Sizes, Upstream503
+from ..workloads import (
+    Body,
+    Flaky,
+    Recorder,
+    Script,
+    ScriptCall,
+    Sizes,
+    Upstream503,
+    seconds_to_first,
+)
 
 NAME = "toolplex"
 NOTES: dict[str, str] = {}
@@ -83,12 +92,8 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
 
     async def measure() -> float:
         start = time.perf_counter()
-        first = None
-        async for event in agent.run("go"):
-            if first is None and event.type == "tool.output.delta":
-                first = time.perf_counter() - start
-        assert first is not None, "no chunk reached the caller"
-        return first / s.w6_gap
+        is_chunk = lambda e: e.type == "tool.output.delta"  # noqa: E731
+        return await seconds_to_first(agent.run("go"), is_chunk, start) / s.w6_gap
 
     return measure
 
