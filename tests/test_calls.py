@@ -72,6 +72,27 @@ class TestTimeout:
         assert told["partial"] is True
         assert told["output"] == "first second"
 
+    async def test_a_stream_that_never_awaits_still_times_out_with_its_output(
+        self, fast: Clock
+    ) -> None:
+        @tool(retries=0)
+        async def spin():  # type: ignore[no-untyped-def]
+            n = 0
+            while True:  # a busy generator: it never gives the loop a turn itself
+                n += 1
+                yield f"{n} "
+
+        model = _one_call("spin")
+        with anyio.fail_after(20):
+            events = await collect(Agent(tools=[spin], model=model, clock=fast), "go")
+        check_protocol(events)
+        assert of_type(events, "tool.timeout")[0]["will_retry"] is False
+        deltas = of_type(events, "tool.output.delta")
+        assert deltas, "its chunks were logged as they came"
+        result = of_type(events, "tool.result")[0]
+        assert result["partial"] is True
+        assert result["output"] == "".join(d["data"] for d in deltas)
+
     async def test_a_timed_out_tool_is_cancelled_before_its_call_ends(self, fast: Clock) -> None:
         order: list[str] = []
 

@@ -16,8 +16,8 @@ import functools
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing, nullcontext, suppress
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -137,13 +137,6 @@ class _Permanent(Exception):
         self.failure = failure
 
 
-class _End:
-    """Marks the end of a producer's chunks (with the error that ended it, if any)."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
 class Supervisor:
     """Owns the tasks that run tool bodies, so a body that ignores cancellation
     can be abandoned without holding its call, its step or its run.
@@ -191,7 +184,8 @@ class Supervisor:
 
 
 _Done = asyncio.Future[tuple[bool, Any, BaseException | None]]
-"""How a coroutine tool's body ended: (finished, value, error)."""
+"""How a tool's body ended: (finished, value, error); (False, None, None) when the time ran
+out first."""
 
 
 def _settle(done: _Done, finished: bool, value: Any, error: BaseException | None) -> None:
@@ -199,11 +193,35 @@ def _settle(done: _Done, finished: bool, value: Any, error: BaseException | None
         done.set_result((finished, value, error))
 
 
-async def _body(tool: Tool, kwargs: dict[str, Any], done: _Done) -> None:
+_YIELD_EVERY = 64
+
+
+async def _body(tool: Tool, kwargs: dict[str, Any], take: Callable[[Any], None],
+                done: _Done) -> None:
+    """Run a tool's body to its end, settling ``done``.
+
+    A coroutine's value is what ``done`` carries. A stream's chunks are each handed to
+    ``take`` as they come, from this task: the chunk is logged in the loop pass it was
+    yielded in, with no hand-over to the call's task (a queue and a task switch per
+    chunk). Once ``done`` is settled (the call stopped waiting: out of time, cancelled)
+    nothing more is taken.
+    """
     # The body settles `done` itself: the call wakes a loop pass sooner than it would
     # waiting for the task's done callbacks.
     try:
-        _settle(done, True, await tool.fn(**kwargs), None)
+        if tool.kind is Kind.STREAM:
+            taken = 0
+            async for chunk in tool.fn(**kwargs):
+                if done.done():
+                    return
+                take(chunk)
+                taken += 1
+                if taken % _YIELD_EVERY == 0:
+                    # A generator that never awaits still lets readers and its deadline run.
+                    await asyncio.sleep(0)
+            _settle(done, True, None, None)
+        else:
+            _settle(done, True, await tool.fn(**kwargs), None)
     except Exception as exc:
         _settle(done, True, None, exc)
     except BaseException:
@@ -441,23 +459,21 @@ class Executor:
                  timeout_ms=round(timeout * 1000))
             call.chunks = []
             try:
-                if tool.kind is Kind.ASYNC:
-                    finished, value = await self._coroutine(call, tool, self.clock.real(timeout))
-                    if finished:
-                        self._take(call, number, value, emit, on_chunk)
-                    timed_out = not finished
-                else:
+                if tool.kind is Kind.SYNC:
                     with anyio.move_on_after(self.clock.real(timeout)) as deadline:
-                        if tool.kind is Kind.STREAM:
-                            async with aclosing(self._produce(call, tool)) as chunks:
-                                async for chunk in chunks:
-                                    self._take(call, number, chunk, emit, on_chunk)
-                        else:
-                            # The pool lets go of the thread on cancel: no task needed.
-                            value = await self.pool.run(
-                                functools.partial(tool.fn, **(call.kwargs or {})))
-                            self._take(call, number, value, emit, on_chunk)
+                        # The pool lets go of the thread on cancel: no task needed.
+                        value = await self.pool.run(
+                            functools.partial(tool.fn, **(call.kwargs or {})))
+                        self._take(call, number, value, emit=emit, on_chunk=on_chunk)
                     timed_out = deadline.cancelled_caught
+                else:
+                    take = functools.partial(self._take, call, number, emit=emit,
+                                             on_chunk=on_chunk)
+                    finished, value = await self._supervised(
+                        call, tool, self.clock.real(timeout), take)
+                    if finished and tool.kind is Kind.ASYNC:
+                        take(value)
+                    timed_out = not finished
             except Exception as exc:
                 failure = classify(exc)
                 raise (_Transient if failure.transient else _Permanent)(failure) from exc
@@ -475,7 +491,7 @@ class Executor:
         return (call.chunks[0] if call.chunks else None), False
 
     @staticmethod
-    def _take(call: ToolCall, number: int, chunk: Any, emit: Emit,
+    def _take(call: ToolCall, number: int, chunk: Any, *, emit: Emit,
               on_chunk: Callable[[ToolCall, Any], None]) -> None:
         """Log a chunk of attempt ``number`` and hand it to the run."""
         emit(ToolOutputDelta, call_id=call.call_id, attempt=number, index=len(call.chunks),
@@ -483,16 +499,19 @@ class Executor:
         call.chunks.append(chunk)
         on_chunk(call, chunk)
 
-    async def _coroutine(self, call: ToolCall, tool: Tool, seconds: float) -> tuple[bool, Any]:
-        """Run a coroutine tool's body as a supervised task and wait at most ``seconds``
-        (real) for it: ``(True, value)``, or ``(False, None)`` when the time ran out.
+    async def _supervised(self, call: ToolCall, tool: Tool, seconds: float,
+                          take: Callable[[Any], None]) -> tuple[bool, Any]:
+        """Run a coroutine or streaming tool's body as a supervised task and wait at most
+        ``seconds`` (real) for it: ``(True, value)`` (a stream's value is None: its chunks
+        went to ``take``), or ``(False, None)`` when the time ran out.
 
         Raises what the body raised. The body is stopped (abandoned past the grace)
         before this returns, also when the call is cancelled.
         """
         loop = asyncio.get_running_loop()
         done: _Done = loop.create_future()
-        task = self.supervisor.spawn(functools.partial(_body, tool, call.kwargs or {}, done))
+        task = self.supervisor.spawn(
+            functools.partial(_body, tool, dict(call.kwargs or {}), take, done))
         # The deadline is a loop timer settling `done`, not a cancel scope: the call only
         # awaits `done`, and a scope's deadline (its own timer, task bookkeeping, cancel
         # delivery) cost about 10 us a call, a tenth of toolplex's work on a fast call.
@@ -505,50 +524,3 @@ class Executor:
         if error is not None:
             raise error
         return finished, value
-
-    async def _produce(self, call: ToolCall, tool: Tool) -> AsyncIterator[Any]:
-        """Run a streaming tool's body as a supervised task and yield its chunks."""
-        send, receive = anyio.create_memory_object_stream[Any](64)
-        kwargs = dict(call.kwargs or {})
-
-        async def put(item: Any) -> None:
-            # send_nowait while there is room: anyio's send() checkpoints on every item,
-            # which would cost a task switch per chunk.
-            try:
-                send.send_nowait(item)
-            except anyio.WouldBlock:
-                await send.send(item)
-
-        async def body() -> None:
-            async with send:
-                try:
-                    async for chunk in tool.fn(**kwargs):
-                        await put(chunk)
-                    await put(_End())
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass  # the call stopped reading: it timed out or was cancelled
-                except Exception as exc:
-                    with anyio.CancelScope(shield=True), suppress(anyio.BrokenResourceError):
-                        await send.send(_End(exc))
-
-        task = self.supervisor.spawn(body)
-        try:
-            async with receive:
-                while True:
-                    try:
-                        item = receive.receive_nowait()  # no checkpoint while chunks wait
-                    except anyio.WouldBlock:
-                        try:
-                            item = await receive.receive()
-                        except anyio.EndOfStream:
-                            break
-                    except anyio.EndOfStream:
-                        break
-                    if isinstance(item, _End):
-                        if item.error is not None:
-                            raise item.error
-                        return
-                    yield item
-            raise RuntimeError(f"{tool.name} stopped without finishing")
-        finally:
-            await self.supervisor.stop(task, f"{tool.name} ({call.call_id})")
