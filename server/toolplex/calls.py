@@ -511,7 +511,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         done: _Done = loop.create_future()
         task = self.supervisor.spawn(
-            functools.partial(_body, tool, dict(call.kwargs or {}), take, done))
+            functools.partial(_body, tool, call.kwargs or {}, take, done))
         # The deadline is a loop timer settling `done`, not a cancel scope: the call only
         # awaits `done`, and a scope's deadline (its own timer, task bookkeeping, cancel
         # delivery) cost about 10 us a call, a tenth of toolplex's work on a fast call.
