@@ -1,12 +1,12 @@
 """The B2B enrichment agent (three parallel lookups, a dependent check, two writes).
 
-The agent's code is in server/toolplex/examples/enrichment.py so that
+The agent's code is in server/toolplex/demo/enrichment.py so that
 `toolplex serve` can host it after a plain `pip install`.
 
     python examples/enrichment.py acme.com
 """
 
-from toolplex.examples.enrichment import main
+from toolplex.demo.enrichment import main
 
 if __name__ == "__main__":
     main()

@@ -2,9 +2,15 @@
 
 Every tool call is a stream; the model's tokens and every call's chunks are
 merged into one ordered, resumable event channel.
+
+``import toolplex`` loads the runtime alone. The server's names (:func:`create_app`,
+:class:`Settings`) are imported from :mod:`toolplex.server` on first use, so that a
+program that only runs agents never loads Starlette, uvicorn, Redis or Prometheus.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .breaker import BreakerState, CircuitBreaker
 from .calls import Outcome, ToolCall
@@ -24,10 +30,14 @@ from .model import Model, OpenAIModel
 from .policy import Backoff, Clock
 from .runner import Agent, Limits, Run
 from .scripted import Call, ScriptedModel, Step
-from .server import Settings, create_app
 from .session import Session
 from .store import Store
 from .tools import Tool, tool
+
+if TYPE_CHECKING:
+    from .server import Settings, create_app
+
+_SERVER = ("Settings", "create_app")
 
 __all__ = [
     "Agent",
@@ -64,3 +74,12 @@ __all__ = [
     "create_app",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # [layers] the transport is loaded when asked for, never by the runtime.
+    if name in _SERVER:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'toolplex' has no attribute {name!r}")

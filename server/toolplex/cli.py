@@ -31,7 +31,7 @@ examples:
 def _serve(options: argparse.Namespace) -> int:
     import uvicorn
 
-    from .examples.demo import demo_agent
+    from .demo import demo_agent
     from .model import OpenAIModel
     from .server import Settings, create_app
 
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.command == "serve":
         return _serve(options)
     if options.example == "enrichment":
-        from .examples.enrichment import main as run
+        from .demo.enrichment import main as run
     else:
-        from .examples.search_race import main as run
+        from .demo.search_race import main as run
     run(options.args)
     return 0
 

@@ -14,13 +14,13 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from .calls import Emit, Outcome, ToolCall
+from .calls import Emit, Executor, Outcome, ToolCall
 from .events import (
     JobCompleted,
     JobPending,
@@ -36,10 +36,11 @@ from .session import Session, new_id
 from .store import Store
 from .tools import Kind, Tool, tool
 
-if TYPE_CHECKING:
-    from .runner import Agent
-
 logger = logging.getLogger("toolplex.jobs")
+
+StartTurn = Callable[[Session, list[dict[str, Any]]], None]
+"""``start_turn(session, messages)``: start a ``trigger: "job"`` run with these inputs
+(the agent's; the jobs layer never imports the runner)."""
 
 VIA = {"job": "worker", "auto": "worker", "webhook": "webhook", "human": "human"}
 FINAL = ("succeeded", "failed", "cancelled", "expired")
@@ -101,22 +102,29 @@ class JobManager:
         self.start_turns: Callable[[Session], None] | None = None
         """Replaces :meth:`pump`'s own run start (several processes: whichever takes the
         session's run lease starts the turn)."""
-        self._agent: Agent | None = None
+        self._bound: tuple[Mapping[str, Tool], Executor, StartTurn] | None = None
         # Which sessions have open or undelivered jobs, so a step asks the store only
         # when there may be something to find.
         self._open: set[str] = set()
         self._waiting: set[str] = set()
         self._load()
 
-    def bind(self, agent: Agent) -> None:
-        """Attach to the agent whose tools and runs the jobs belong to."""
-        self._agent = agent
-        agent.run_end_hooks.append(lambda run: self.pump(run.session))
+    def bind(self, tools: Mapping[str, Tool], executor: Executor, start_turn: StartTurn) -> None:
+        """Attach to an agent: the tools jobs belong to, the executor their bodies run on,
+        and how to start the turn that delivers their completions."""
+        self._bound = (tools, executor, start_turn)
 
     @property
-    def agent(self) -> Agent:
-        assert self._agent is not None, "JobManager.bind(agent) first"
-        return self._agent
+    def executor(self) -> Executor:
+        """The executor job bodies run on (the agent's)."""
+        assert self._bound is not None, "JobManager.bind(...) first (Agent does it)"
+        return self._bound[1]
+
+    @property
+    def tools(self) -> Mapping[str, Tool]:
+        """The agent's tools, by name."""
+        assert self._bound is not None, "JobManager.bind(...) first (Agent does it)"
+        return self._bound[0]
 
     def attach(self, session: Session) -> None:
         """Make a session reachable for completions (and deliver what waits for it)."""
@@ -175,13 +183,13 @@ class JobManager:
         kwargs = {**call.kwargs, "job": job} if tool.wants_job else dict(call.kwargs)
         emit(JobPending, call_id=call.call_id, job_id=job.id, via=job.via)
         if tool.mode == "job":
-            self.agent.executor.supervisor.spawn(functools.partial(self._work, job, tool, kwargs))
+            self.executor.supervisor.spawn(functools.partial(self._work, job, tool, kwargs))
         else:
             # The body starts the external work (or notifies a person); if that fails,
             # the call fails and the job with it.
             try:
-                with anyio.fail_after(self.agent.clock.real(limit)):
-                    await _call(tool, kwargs, self.agent)
+                with anyio.fail_after(self.executor.clock.real(limit)):
+                    await _call(tool, kwargs, self.executor)
             except Exception as exc:
                 failure = classify(exc)
                 self.complete(job.id, "failed", error=failure.to_error(), deliver=False)
@@ -198,7 +206,7 @@ class JobManager:
 
         async def work() -> None:
             try:
-                state["output"] = await _call(tool, kwargs, self.agent)
+                state["output"] = await _call(tool, kwargs, self.executor)
             except Exception as exc:
                 state["error"] = classify(exc).to_error()
             state["done"].set()
@@ -210,8 +218,8 @@ class JobManager:
                     self.complete(job.id, "succeeded", output=state.get("output"))
 
         emit(ToolExecStarted, call_id=call.call_id, attempt=1, timeout_ms=round(budget * 1000))
-        self.agent.executor.supervisor.spawn(work)
-        with anyio.move_on_after(self.agent.clock.real(budget)):
+        self.executor.supervisor.spawn(work)
+        with anyio.move_on_after(self.executor.clock.real(budget)):
             await state["done"].wait()
         if state["done"].is_set():
             if "error" in state:
@@ -233,7 +241,7 @@ class JobManager:
 
     async def _work(self, job: Job, tool: Tool, kwargs: dict[str, Any]) -> None:
         try:
-            output = await _call(tool, kwargs, self.agent)
+            output = await _call(tool, kwargs, self.executor)
         except Exception as exc:
             self.complete(job.id, "failed", error=classify(exc).to_error())
         else:
@@ -280,7 +288,7 @@ class JobManager:
         if self.start_turns is not None:
             self.start_turns(session)
             return
-        if session.runs or self._agent is None:
+        if session.runs or self._bound is None:
             return
         if session.id not in self._waiting:
             return
@@ -289,10 +297,7 @@ class JobManager:
         if not rows:
             return
         self.store.mark_delivered([r["id"] for r in rows])
-        from .runner import Run
-
-        run = Run(self.agent, session, [completion_message(r) for r in rows], "job")
-        self.agent.executor.supervisor.spawn(run.execute)
+        self._bound[2](session, [completion_message(r) for r in rows])
 
     def expire(self, now: float | None = None) -> list[str]:
         """End open jobs past their TTL with status ``expired``."""
@@ -313,11 +318,11 @@ class JobManager:
         for row in self.store.jobs(open_only=True):
             if row["via"] != "worker":
                 continue
-            tool_ = self.agent.tools.get(row["tool"])
+            tool_ = self.tools.get(row["tool"])
             if tool_ is not None and tool_.rerun_on_restart:
                 job = self._handle(row)
                 kwargs = {**row["args"], "job": job} if tool_.wants_job else dict(row["args"])
-                self.agent.executor.supervisor.spawn(
+                self.executor.supervisor.spawn(
                     functools.partial(self._work, job, tool_, kwargs))
             else:
                 self.complete(row["id"], "failed", error=error_dict(
@@ -376,10 +381,10 @@ def completion_message(row: dict[str, Any]) -> dict[str, Any]:
     return {"role": "user", "content": text}
 
 
-async def _call(tool: Tool, kwargs: dict[str, Any], agent: Agent) -> Any:
+async def _call(tool: Tool, kwargs: dict[str, Any], executor: Executor) -> Any:
     if tool.kind is Kind.ASYNC:
         return await tool.fn(**kwargs)
     if tool.kind is Kind.SYNC:
-        return await agent.executor.pool.run(functools.partial(tool.fn, **kwargs))
+        return await executor.pool.run(functools.partial(tool.fn, **kwargs))
     chunks = [chunk async for chunk in tool.fn(**kwargs)]
     return tool.reduce(chunks)

@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import ObjectSendStream, TaskGroup
@@ -38,14 +38,12 @@ from .events import (
     error_dict,
 )
 from .exceptions import InvalidArguments, UsageError
+from .jobs import JobManager
 from .limits import ThreadPool, Upstream, UpstreamLimit
 from .model import CallArgs, CallBegin, Finish, Model, TextChunk, Usage
 from .policy import Backoff, Clock
 from .session import Session, new_id
 from .tools import Tool
-
-if TYPE_CHECKING:
-    from .jobs import JobManager
 
 logger = logging.getLogger("toolplex.runner")
 
@@ -143,12 +141,9 @@ class Agent:
         )
         self.run_end_hooks: list[Callable[[Run], None]] = []
         """Called with each run as it ends (the job manager delivers what waited)."""
-        if jobs is None:
-            from .jobs import JobManager
-
-            jobs = JobManager()
-        self.jobs = jobs
-        jobs.bind(self)
+        self.jobs = jobs or JobManager()
+        self.jobs.bind(self.tools, self.executor, self._start_job_turn)
+        self.run_end_hooks.append(lambda run: self.jobs.pump(run.session))
 
     def session(self, session_id: str | None = None) -> Session:
         """A new session (history, log, breakers) for a series of runs."""
@@ -172,6 +167,11 @@ class Agent:
         if found is None and name == "check_job":
             return self.jobs.check_tool(session)
         return found
+
+    def _start_job_turn(self, session: Session, messages: list[dict[str, Any]]) -> None:
+        """Deliver job completions: a ``trigger: "job"`` run with them as input."""
+        run = Run(self, session, messages, "job")
+        self.executor.supervisor.spawn(run.execute)
 
     def start(
         self, session: Session, input: Any, task_group: TaskGroup, *, trigger: Trigger = "user"

@@ -1,4 +1,8 @@
-"""A session: one conversation's history, event log, breakers and memo cache."""
+"""A session: one conversation's history, event log, breakers and memo cache.
+
+The data layer under runs and the executor: it knows neither (its active calls and runs
+are kept as what a command can stop).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,17 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 from .breaker import CircuitBreaker
 from .log import EventLog
 
-if TYPE_CHECKING:
-    from .calls import ToolCall
+
+class Cancellable(Protocol):
+    """An active call as its session keeps it: ``tool.cancel`` stops it by id."""
+
+    def cancel(self, reason: Literal["user"]) -> bool:
+        """Ask the call to stop; False when it has already ended."""
 
 
 def hash_token(token: str) -> str:
@@ -44,7 +52,7 @@ class Session:
     history: list[dict[str, Any]] = field(default_factory=list)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict)
-    calls: dict[str, ToolCall] = field(default_factory=dict)
+    calls: dict[str, Cancellable] = field(default_factory=dict)
     """Calls of active runs, by call_id (for ``tool.cancel``)."""
     runs: dict[str, Any] = field(default_factory=dict)
     """Active runs by run_id."""

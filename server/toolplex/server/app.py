@@ -68,7 +68,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         uvicorn.run(app, ws_max_size=1 << 20, ws_per_message_deflate=False)
     """
     if agent is None:
-        from ..examples.demo import demo_agent
+        from ..demo import demo_agent
 
         agent = demo_agent()
     settings = settings or Settings()

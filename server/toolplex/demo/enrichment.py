@@ -6,7 +6,7 @@ verifies the contact's email, which needs step 1's results. Step 3 writes to
 HubSpot and notifies Slack in parallel; both are side effects, so neither
 starts before the model's response has ended cleanly.
 
-Run it: ``python -m toolplex.examples.enrichment acme.com``
+Run it: ``python -m toolplex.demo.enrichment acme.com``
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 
 import anyio
 
-from .. import Agent, ToolError, tool
+from ..exceptions import ToolError
+from ..runner import Agent
 from ..scripted import Call, Results, Step
+from ..tools import tool
 from ._show import show
 
 

@@ -1,4 +1,4 @@
-"""The demo agent ``toolplex serve`` runs by default: every example, one model.
+"""The demo agent ``toolplex serve`` runs by default: every demo tool, one model.
 
 The scripted model picks a script by keyword in the user's message: "search"
 races three search sources, "batch" starts a background analysis, "approve"

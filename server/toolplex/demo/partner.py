@@ -1,6 +1,6 @@
 """A simulated external partner: it works a while, then calls the webhook back, signed.
 
-    TOOLPLEX_WEBHOOK_SECRET=whsec_... python -m toolplex.examples.partner URL --delay 3
+    TOOLPLEX_WEBHOOK_SECRET=whsec_... python -m toolplex.demo.partner URL --delay 3
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each source yields results as it finds them (``tool.output.delta``). A result
 scoring 0.9 or more is decisive: its siblings are cancelled at once and keep
 what they had found as ``partial_output``.
 
-Run it: ``python -m toolplex.examples.search_race "vector databases"``
+Run it: ``python -m toolplex.demo.search_race "vector databases"``
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import anyio
 
-from .. import Agent, tool
+from ..runner import Agent
 from ..scripted import Call, Step
+from ..tools import tool
 from ._show import show
 
 
