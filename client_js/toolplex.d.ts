@@ -38,7 +38,7 @@ export interface ToolRetrying extends Envelope {
   reason: 'timeout' | 'error' | 'rate_limited'; error?: ErrorInfo;
 }
 export interface ToolTimeout extends Envelope { type: 'tool.timeout'; call_id: string; attempt: number; timeout_ms: number; will_retry: boolean }
-export interface ToolResult extends Envelope { type: 'tool.result'; call_id: string; output: unknown; partial: boolean; cached?: boolean }
+export interface ToolResult extends Envelope { type: 'tool.result'; call_id: string; output: unknown; partial: boolean; stopped_by?: 'predicate'; cached?: boolean }
 export interface ToolError extends Envelope { type: 'tool.error'; call_id: string; error: ErrorInfo }
 export interface ToolCancelled extends Envelope {
   type: 'tool.cancelled'; call_id: string; reason: 'short_circuit' | 'user' | 'run_cancelled' | (string & {});

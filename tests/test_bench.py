@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import math
 
-from bench import overhead, parallel, scaleout, sessions, ws_throughput
+from bench import overhead, parallel, scaleout, sessions, stop, ws_throughput
 from bench.workloads import Sizes
 
 
@@ -46,3 +46,8 @@ def test_scaleout_runs_embedded_and_one_to_three_processes_on_a_real_redis() -> 
         "Redis, 3 processes"]
     for _, figures in rows:  # (measure asserts every chunk of every session arrived)
         assert figures["events_s"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
+
+
+async def test_stop_compares_a_stopped_stream_with_the_whole_one() -> None:
+    figures = await stop.run(chunks=4, every=0.001, refusal=0.001, runs=1)
+    assert 0 < figures["stop_when_s"] < figures["without_s"], "the stop ends the stream sooner"

@@ -61,11 +61,14 @@ class Outcome:
     error: dict[str, Any] | None = None
     reason: str | None = None
     by_call_id: str | None = None
+    stopped_by: str | None = None
+    """``predicate``: the tool's ``stop_when`` ended the stream (a partial result)."""
 
     @property
     def failed(self) -> bool:
-        """True for an error or a partial result (what the breaker counts)."""
-        return self.kind == "error" or self.partial
+        """True for an error or a partial result cut by a timeout (what the breaker
+        counts); a stream its own predicate stopped did what it was asked."""
+        return self.kind == "error" or (self.partial and self.stopped_by is None)
 
     def for_model(self) -> str:
         """The content of the tool message the model receives for this call."""
@@ -74,8 +77,9 @@ class Outcome:
         if self.kind == "result" and not self.partial:
             body: Any = self.output
         elif self.kind == "result":
-            body = {"partial": True, "note": "timed out; this is the output so far",
-                    "output": self.output}
+            note = ("stopped early by the tool's stop_when rule; this is the output so far"
+                    if self.stopped_by else "timed out; this is the output so far")
+            body = {"partial": True, "note": note, "output": self.output}
         elif self.kind == "error":
             body = {"error": self.error}
         else:
@@ -106,6 +110,8 @@ class ToolCall:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     cancel_reason: CancelReason | None = None
     cancelled_by: str | None = None
+    stopped: bool = False
+    """The tool's ``stop_when`` ended the stream."""
 
     def cancel(self, reason: CancelReason, by_call_id: str | None = None) -> bool:
         """Ask the call to stop. Returns False when it has already ended."""
@@ -123,6 +129,19 @@ class ToolCall:
         if self.tool is not None and self.tool.kind is Kind.STREAM:
             return self.tool.reduce(self.chunks)
         return self.chunks[0]
+
+
+class PredicateFailed(Exception):
+    """A tool's ``stop_when`` or ``decisive`` predicate raised on a chunk: the call ends
+    with ``tool.error`` ``predicate_failed``."""
+
+    def __init__(self, tool_name: str, which: str, error: BaseException) -> None:
+        super().__init__(f"the {which} predicate of {tool_name} raised "
+                         f"{type(error).__name__}: {error}")
+
+
+class _Stopped(Exception):
+    """Raised by the chunk that met the tool's ``stop_when``: it ends the stream."""
 
 
 class _Transient(Exception):
@@ -211,14 +230,22 @@ async def _body(tool: Tool, kwargs: dict[str, Any], take: Callable[[Any], None],
     try:
         if tool.kind is Kind.STREAM:
             taken = 0
-            async for chunk in tool.fn(**kwargs):
-                if done.done():
-                    return
-                take(chunk)
-                taken += 1
-                if taken % _YIELD_EVERY == 0:
-                    # A generator that never awaits still lets readers and its deadline run.
-                    await asyncio.sleep(0)
+            stream = tool.fn(**kwargs)
+            try:
+                async for chunk in stream:
+                    if done.done():
+                        return
+                    take(chunk)
+                    taken += 1
+                    if taken % _YIELD_EVERY == 0:
+                        # A generator that never awaits still lets readers and its deadline
+                        # run.
+                        await asyncio.sleep(0)
+            except (_Stopped, PredicateFailed):
+                # The generator is suspended at its yield: close it now, so its own
+                # cleanup runs before the call ends, not whenever it is collected.
+                await stream.aclose()
+                raise
             _settle(done, True, None, None)
         else:
             _settle(done, True, await tool.fn(**kwargs), None)
@@ -333,11 +360,11 @@ class Executor:
         return call.outcome
 
     def _succeed(self, call: ToolCall, emit: Emit, output: Any, *, partial: bool = False,
-                 cached: bool = False) -> Outcome:
+                 cached: bool = False, stopped_by: str | None = None) -> Outcome:
         output = {} if output is None else output
         emit(ToolResult, call_id=call.call_id, output=output, partial=partial,
-             cached=True if cached else None)
-        call.outcome = Outcome("result", output=output, partial=partial)
+             stopped_by=stopped_by, cached=True if cached else None)
+        call.outcome = Outcome("result", output=output, partial=partial, stopped_by=stopped_by)
         return call.outcome
 
     def breaker_for(self, session: Session, tool: Tool) -> CircuitBreaker:
@@ -370,7 +397,8 @@ class Executor:
         except _Transient as exc:
             outcome = self.fail(call, emit, self._exhausted(tool, exc.failure))
         else:
-            outcome = self._succeed(call, emit, output, partial=partial)
+            outcome = self._succeed(call, emit, output, partial=partial,
+                                    stopped_by="predicate" if call.stopped else None)
             if not partial:
                 self._record_latency(tool, self.clock.monotonic() - started)
             if tool.cache and not partial:
@@ -474,6 +502,12 @@ class Executor:
                     if finished and tool.kind is Kind.ASYNC:
                         take(value)
                     timed_out = not finished
+            except _Stopped:
+                # [protocol] a stream stopped by its predicate ends with what it yielded.
+                call.stopped = True
+                return call.partial_output(), True
+            except PredicateFailed as exc:
+                raise _Permanent(Failure(False, "error", "predicate_failed", str(exc))) from exc
             except Exception as exc:
                 failure = classify(exc)
                 raise (_Transient if failure.transient else _Permanent)(failure) from exc
@@ -498,6 +532,14 @@ class Executor:
              data=chunk)
         call.chunks.append(chunk)
         on_chunk(call, chunk)
+        stop = call.tool.stop_when if call.tool is not None else None
+        if stop is not None:
+            try:
+                hit = stop(chunk)
+            except Exception as exc:
+                raise PredicateFailed(call.name, "stop_when", exc) from exc
+            if hit:
+                raise _Stopped
 
     async def _supervised(self, call: ToolCall, tool: Tool, seconds: float,
                           take: Callable[[Any], None]) -> tuple[bool, Any]:

@@ -224,7 +224,9 @@ class ToolResult(BaseEvent):
     call_id: str
     output: Any
     partial: bool = False
-    """True when the output is what arrived before a timeout."""
+    """True when the output is what arrived before a timeout, or before ``stopped_by``."""
+    stopped_by: Literal["predicate"] | None = None
+    """``predicate``: the tool's ``stop_when`` ended its stream early (extension)."""
     cached: bool | None = None
     """True when a memoised earlier result was returned (extension)."""
 

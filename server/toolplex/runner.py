@@ -20,7 +20,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import ObjectSendStream, TaskGroup
 
-from .calls import Executor, Outcome, Supervisor, ToolCall
+from .calls import Executor, Outcome, PredicateFailed, Supervisor, ToolCall
 from .events import (
     BaseEvent,
     RunError,
@@ -512,9 +512,9 @@ class Run:
                 return
             try:
                 hit = bool(decisive(chunk))
-            except Exception:
-                logger.exception("decisive predicate of %s raised", call.name)
-                return
+            except Exception as exc:
+                # [protocol] a predicate that raises ends its call with predicate_failed.
+                raise PredicateFailed(call.name, "decisive", exc) from exc
             if not hit:
                 return
             step.short_circuit_by = call.call_id

@@ -62,6 +62,8 @@ class Tool:
     upstream: str | None = None
     side_effects: bool = False
     decisive: Callable[[Any], bool] | None = None
+    stop_when: Callable[[Any], bool] | None = None
+    """A chunk for which it is true ends the call's stream there: a partial result."""
     mode: Mode = "inline"
     budget: float | None = None
     cache: float | None = None
@@ -224,6 +226,7 @@ def tool(
     upstream: str | None = None,
     side_effects: bool = False,
     decisive: Callable[[Any], bool] | None = None,
+    stop_when: Callable[[Any], bool] | None = None,
     mode: Mode = "inline",
     budget: float | None = None,
     cache: float | None = None,
@@ -245,6 +248,9 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         side_effects: A write: never started before the model's response ends cleanly.
         decisive: ``predicate(chunk)``: a chunk (or result) for which it is true
             cancels the sibling calls of the step.
+        stop_when: ``predicate(chunk)``: a chunk for which it is true stops this call's
+            stream at once; the call ends with the chunks so far (``tool.result``
+            ``partial: true``, ``stopped_by: "predicate"``). Siblings are untouched.
         mode: ``inline`` (default), ``job``, ``webhook``, ``human`` or ``auto``.
         budget: For ``mode="auto"``: seconds inline before the call becomes a job.
         cache: Seconds an identical call's result is reused within the session.

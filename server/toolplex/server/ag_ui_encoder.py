@@ -164,7 +164,8 @@ class AgUiEncoder:
         # cancelled call (its tool message keeps the history valid). A call cut off before
         # its arguments ended is closed first.
         if kind == "tool.result":
-            outcome = Outcome("result", output=f["output"], partial=f.get("partial", False))
+            outcome = Outcome("result", output=f["output"], partial=f.get("partial", False),
+                              stopped_by=f.get("stopped_by"))
             ops: list[tuple[str, Any]] = [
                 ("/status", "pending" if _is_pending(f["output"]) else "done")]
             ops += [(f"/{key}", True) for key in ("partial", "cached") if f.get(key)]

@@ -200,7 +200,8 @@ class UIMessageStreamEncoder:
         if kind == "tool.result" and not f.get("partial"):
             output = f["output"]
         elif kind == "tool.result":
-            output = json.loads(Outcome("result", output=f["output"], partial=True).for_model())
+            output = json.loads(Outcome("result", output=f["output"], partial=True,
+                                        stopped_by=f.get("stopped_by")).for_model())
         else:
             # [protocol] the model gets the cancel reason as the call's result; so does the UI.
             output = json.loads(Outcome("cancelled", reason=f["reason"], output=f.get(
