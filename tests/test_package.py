@@ -88,7 +88,15 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def test_no_two_modules_import_each_other_even_lazily() -> None:
+    paths = list(PACKAGE.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _imports(p, modules) for p in paths}
+    assert not _cycles(graph), "each layer imports only the layers below it"
+
+
 def test_no_runtime_module_imports_the_server_or_the_demo() -> None:
+    """The runtime and the backends are libraries: the transport sits above them."""
     paths = [p for p in PACKAGE.rglob("*.py")
              if p.relative_to(PACKAGE).parts[0] not in {"server", "demo", "cli.py"}]
     modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -41,6 +41,47 @@ logger = logging.getLogger("toolplex.jobs")
 StartTurn = Callable[[Session, list[dict[str, Any]]], None]
 """``start_turn(session, messages)``: start a ``trigger: "job"`` run with these inputs
 (the agent's; the jobs layer never imports the runner)."""
+
+
+
+class JobStore(Protocol):
+    """Where jobs (and the sessions they belong to) live: :class:`~toolplex.store.Store`
+    (SQLite) in one process, a backend's shared store across processes."""
+
+    shared: bool
+    """Other processes change it too: nothing about it may be cached."""
+
+    def save_session(self, session_id: str, token_hash: str, history: list[dict[str, Any]],
+                     head_seq: int) -> None:
+        """Write a session's history and log head."""
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """The sessions to hold in memory at startup."""
+
+    def insert_job(self, job: dict[str, Any]) -> None:
+        """Store a new job row."""
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """A job row, JSON fields decoded."""
+
+    def jobs(self, *, session_id: str | None = None, open_only: bool = False,
+             undelivered: bool = False) -> list[dict[str, Any]]:
+        """Jobs matching the filters, oldest first."""
+
+    def progress(self, job_id: str, progress: float, total: float | None,
+                 message: str | None) -> None:
+        """Record a job's progress."""
+
+    def finish(self, job_id: str, status: str, output: Any = None,
+               error: dict[str, Any] | None = None) -> bool:
+        """End an open job; False when it had already ended."""
+
+    def mark_delivered(self, job_ids: list[str]) -> None:
+        """The jobs' completions reached a run: never hand them over again."""
+
+    def first_webhook(self, webhook_id: str, job_id: str) -> bool:
+        """True the first time ``webhook_id`` is seen; a replay returns False."""
+
 
 VIA = {"job": "worker", "auto": "worker", "webhook": "webhook", "human": "human"}
 FINAL = ("succeeded", "failed", "cancelled", "expired")
@@ -88,20 +129,16 @@ class JobManager:
         callback_base: The public base URL webhooks are posted to.
     """
 
-    def __init__(self, store: Store | None = None, *, ttl: float = 24 * 3600.0,
+    def __init__(self, store: JobStore | None = None, *, ttl: float = 24 * 3600.0,
                  callback_base: str = "http://127.0.0.1:8000") -> None:
-        self.store = store or Store()
-        """Where jobs live; change it with :meth:`use_store`."""
+        self.store: JobStore = store or Store()
+        """Where jobs live; a backend changes it with :meth:`use`."""
         self.ttl = ttl
         self.callback_base = callback_base.rstrip("/")
         self.sessions: dict[str, Session] = {}
         """Sessions in memory, by id, that completions are delivered to."""
-        self.find_session: Callable[[str], Session | None] = self.sessions.get
-        """The session a completion is logged to (a server with several processes loads
-        it from the shared store)."""
-        self.start_turns: Callable[[Session], None] | None = None
-        """Replaces :meth:`pump`'s own run start (several processes: whichever takes the
-        session's run lease starts the turn)."""
+        self._find: Callable[[str], Session | None] = self.sessions.get
+        self._deliver: Callable[[Session], None] = self._deliver_here
         self._bound: tuple[Mapping[str, Tool], Executor, StartTurn] | None = None
         # Which sessions have open or undelivered jobs, so a step asks the store only
         # when there may be something to find.
@@ -134,7 +171,7 @@ class JobManager:
     @property
     def shared(self) -> bool:
         """The store is shared with other processes: nothing about it may be cached."""
-        return bool(getattr(self.store, "shared", False))
+        return self.store.shared
 
     def open_jobs(self, session: Session) -> list[dict[str, Any]]:
         """The session's jobs that have not ended."""
@@ -145,9 +182,22 @@ class JobManager:
             self._open.discard(session.id)
         return rows
 
-    def use_store(self, store: Store) -> None:
-        """Keep jobs in ``store`` from now on (the server's SQLite file)."""
+    def use(self, store: JobStore, *, sessions: Callable[[str], Session | None] | None = None,
+            deliver: Callable[[Session], None] | None = None) -> None:
+        """Keep jobs in ``store`` from now on (a backend's).
+
+        Args:
+            sessions: Finds the session a completion is logged to (default: those this
+                manager has seen; several processes load it from the shared store).
+            deliver: Starts a session's turn for its waiting completions (default: the
+                agent's run once the session is idle; several processes: whichever takes
+                the session's run lease).
+        """
         self.store = store
+        if sessions is not None:
+            self._find = sessions
+        if deliver is not None:
+            self._deliver = deliver
         self._load()
 
     def _load(self) -> None:
@@ -254,7 +304,7 @@ class JobManager:
         if row is None or row["status"] in FINAL:
             return
         self.store.progress(job_id, progress, total, message)
-        session = self.find_session(row["session_id"])
+        session = self._find(row["session_id"])
         if session is not None:
             session.log.append(JobProgress(job_id=job_id, progress=progress, total=total,
                                            message=message))
@@ -274,7 +324,7 @@ class JobManager:
             self.store.mark_delivered([job_id])
         else:
             self._waiting.add(row["session_id"])
-        session = self.find_session(row["session_id"])
+        session = self._find(row["session_id"])
         if session is not None:
             session.log.append(JobCompleted(job_id=job_id, status=status, output=output,  # type: ignore[arg-type]
                                             error=error))
@@ -283,11 +333,11 @@ class JobManager:
 
     def pump(self, session: Session) -> None:
         """Start a ``trigger: "job"`` run for completions not yet delivered, if idle."""
+        self._deliver(session)
+
+    def _deliver_here(self, session: Session) -> None:
         # [protocol] a completion waits for the session's active run to end; it is
         # marked delivered as its run starts, so it is never lost nor handled twice.
-        if self.start_turns is not None:
-            self.start_turns(session)
-            return
         if session.runs or self._bound is None:
             return
         if session.id not in self._waiting:

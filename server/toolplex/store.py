@@ -39,6 +39,9 @@ class Store:
         path: A file path, or ``:memory:``.
     """
 
+    shared = False
+    """One process's file: what it holds may be cached."""
+
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

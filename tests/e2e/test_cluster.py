@@ -24,9 +24,10 @@ from httpx_sse import aconnect_sse
 from redis import Redis, exceptions as redis_exceptions
 from websockets.asyncio.client import ClientConnection, connect
 
+from toolplex.backends.redis.keys import session_key
+from toolplex.backends.redis.log import SharedLogs
 from toolplex.events import TERMINAL_RUN_TYPES, RunStarted
 from toolplex.server.webhooks import sign
-from toolplex.shared import SharedLogs, session_key
 from toolplex.testing import RedisServer, check_protocol, of_type
 
 from .conftest import Process

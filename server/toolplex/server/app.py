@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import anyio
-import redis
 import sniffio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -123,9 +122,9 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         # The embedded model on a port, for other programs: any OpenAI client pointed
         # at {base}/scripted/v1 gets the same chunk stream the agent does.
         route_list.append(Mount("/scripted", agent.model.asgi_app()))
-    app = Starlette(routes=route_list, lifespan=lifespan, middleware=[
-        Middleware(_DeclareAsyncio)], exception_handlers={
-        redis.ConnectionError: routes.store_unreachable,
-        redis.TimeoutError: routes.store_unreachable})
+    app = Starlette(routes=route_list, lifespan=lifespan,
+                    middleware=[Middleware(_DeclareAsyncio)],
+                    exception_handlers=dict.fromkeys(hub.backend.unreachable,
+                                                     routes.store_unreachable))
     app.state.hub = hub
     return app

@@ -5,7 +5,8 @@ AG-UI names a conversation by ``threadId`` and the AI SDK by its chat ``id``; bo
 chosen by the client. An id that is the id of a session made by ``POST /v1/sessions``
 is that session and needs its token; any other id gets a session of its own on first
 use (no token: these endpoints are meant to be called by a trusted backend). The map
-lives in memory: after a restart a known id starts a new session.
+is the backend's: in one process it lives in memory (after a restart a known id starts
+a new session); on Redis, any process continues the conversation.
 """
 
 from __future__ import annotations
@@ -73,9 +74,6 @@ async def open_conversation(request: Request, model: type[Body], what: str, kind
 class Conversations:
     """Client-chosen conversation ids (per adapter) and the sessions they stand for."""
 
-    def __init__(self) -> None:
-        self._ids: dict[tuple[str, str], str] = {}
-
     def find(self, hub: Hub, kind: str, key: str, token: str | None) -> Session | None:
         """The session for ``key``, or None when there is none.
 
@@ -87,9 +85,7 @@ class Conversations:
             if session is None:
                 raise ProtocolError("unauthorized", "missing or invalid session token")
             return session
-        session_id = self._ids.get((kind, key))
-        if session_id is None and hub.cluster is not None:
-            session_id = hub.cluster.conversation(kind, key)  # opened on another process
+        session_id = hub.backend.conversation(kind, key)  # (opened on any process)
         return hub.store.get(session_id) if session_id is not None else None
 
     def open(self, hub: Hub, kind: str, key: str, token: str | None) -> Session:
@@ -101,11 +97,9 @@ class Conversations:
         session = self.find(hub, kind, key, token)
         if session is None:
             session = hub.create_session()
-            if hub.cluster is not None:
-                # Two processes opening one conversation at once: the first id stored wins.
-                session_id = hub.cluster.conversation(kind, key, session.id)
-                session = hub.store.get(session_id) or session
-            self._ids[(kind, key)] = session.id
+            # Two processes opening one conversation at once: the first id stored wins.
+            session_id = hub.backend.conversation(kind, key, session.id)
+            session = (hub.store.get(session_id) if session_id else None) or session
         return session
 
 

@@ -1,4 +1,8 @@
-"""The server's state and the commands every transport shares."""
+"""The server's state and the commands every transport shares (the server layer).
+
+The hub holds one :class:`~toolplex.backends.Backend` and never asks which: where
+sessions and jobs live and which process runs a run are the backend's.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,12 @@ import logging
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
+from ..backends import Backend
+from ..backends.local import LocalBackend
 from ..exceptions import ProtocolError
 from ..runner import Agent, Run
 from ..session import Session
-from ..shared import UNREACHABLE
-from ..store import Store
-from .cluster import Cluster, unavailable
 from .commands import JobComplete, RunCancel, RunStart, Subscribe, ToolCancel
 from .metrics import Metrics
 from .sessions import SessionStore
@@ -30,33 +32,17 @@ class Hub:
         self.agent = agent
         self.settings = settings
         self.metrics = Metrics()
-        self.store = SessionStore(retain=settings.log_retain, idle_ttl=settings.session_idle_ttl)
-        self._tg: TaskGroup | None = None
+        self.backend = open_backend(settings)
+        self.store = SessionStore(self.backend, retain=settings.log_retain,
+                                  idle_ttl=settings.session_idle_ttl, adopt=self._adopt)
         self.jobs = agent.jobs
-        self.cluster: Cluster | None = None
-        """Set when several processes share sessions through Redis (``redis_url``)."""
-        if settings.redis_url:
-            self.cluster = Cluster(self, settings.redis_url, lease_ttl=settings.lease_ttl)
-            self.store.logs = self.cluster.logs
-            self.store.load = self._load
-            self.jobs.use_store(self.cluster.store)  # type: ignore[arg-type]
-            self.jobs.find_session = self.store.get
-            self.jobs.start_turns = self.cluster.pump
-        elif settings.db_path is not None:
-            self.jobs.use_store(Store(settings.db_path))
+        self.backend.bind(agent, self.store.get)
         self.jobs.callback_base = settings.public_url.rstrip("/")
         if settings.webhook_secret:
             check_secret(settings.webhook_secret)
         agent.run_end_hooks.append(lambda run: self.save(run.session))
-        for session in self.store.restore(self.jobs.store.sessions()):
+        for session in self.store.restore():
             self._adopt(session)
-
-    def _load(self, session_id: str) -> Session | None:
-        assert self.cluster is not None
-        session = self.cluster.load(session_id)
-        if session is not None:
-            self._adopt(session)
-        return session
 
     def _adopt(self, session: Session) -> None:
         session.log.observers.append(self.metrics.observe)
@@ -65,34 +51,16 @@ class Hub:
 
     def save(self, session: Session) -> None:
         """Persist a session's history and log head (they survive a restart)."""
-        if self.cluster is not None:
-            try:
-                self.cluster.save(session)
-            except UNREACHABLE:
-                logger.error("session not saved: Redis is unreachable",
-                             extra={"session_id": session.id})
-            return
-        self.jobs.store.save_session(session.id, session.token_hash, session.history,
-                                     session.log.head_seq)
-
-    @property
-    def task_group(self) -> TaskGroup:
-        """The lifespan's task group (runs outlive the connection that started them)."""
-        if self._tg is None:
-            raise RuntimeError("the app is not running: serve it with its lifespan")
-        return self._tg
+        try:
+            self.backend.save(session)
+        except ProtocolError as exc:
+            logger.error("session not saved: %s", exc.message, extra={"session_id": session.id})
 
     def create_session(self) -> Session:
         """A new session whose log feeds the metrics."""
-        try:
-            session = self.store.create()
-            self._adopt(session)
-            if self.cluster is not None:
-                self.cluster.save(session)
-            else:
-                self.save(session)
-        except UNREACHABLE:
-            raise unavailable() from None
+        session = self.store.create()
+        self._adopt(session)
+        self.backend.save(session)
         logger.info("session created", extra={"session_id": session.id})
         return session
 
@@ -105,11 +73,8 @@ class Hub:
         if session.runs:
             active = next(iter(session.runs))
             raise ProtocolError("run_active", f"run {active} is still going; cancel it first")
-        if self.cluster is not None:
-            run = Run(self.agent, session, input, "user")
-            self.cluster.start(run)
-        else:
-            run = self.agent.start(session, input, self.task_group)
+        run = Run(self.agent, session, input, "user")
+        self.backend.start(run)
         logger.info("run started", extra={"session_id": session.id, "run_id": run.id})
         return run
 
@@ -122,10 +87,8 @@ class Hub:
         run = session.runs.get(run_id)
         if run is not None:
             run.cancel()
-        elif self.cluster is not None:
-            self.cluster.cancel_run(session, run_id)
         else:
-            raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
+            self.backend.cancel_run(session, run_id)
 
     def cancel_call(self, session: Session, call_id: str) -> None:
         """Cancel one running call.
@@ -134,9 +97,9 @@ class Hub:
             ProtocolError: ``unknown_call`` when it is not a running call of this session.
         """
         call = session.calls.get(call_id)
-        if call is None and self.cluster is not None:
-            self.cluster.cancel_call(session, call_id)
-        elif call is None or not call.cancel("user"):
+        if call is None:
+            self.backend.cancel_call(session, call_id)
+        elif not call.cancel("user"):
             raise ProtocolError("unknown_call", f"no running call {call_id!r} in this session")
 
     def session_of_job(self, job_id: str, token: str | None) -> Session | None:
@@ -182,11 +145,9 @@ class Hub:
     async def serve(self, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the runs' task group until cancelled; then cancel runs gracefully."""
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            await tg.start(self.backend.serve)
             tg.start_soon(self._expire_idle)
             tg.start_soon(self.jobs.serve)
-            if self.cluster is not None:
-                tg.start_soon(self.cluster.serve)
             self.jobs.recover()
             task_status.started()
             try:
@@ -197,21 +158,14 @@ class Hub:
                 tg.cancel_scope.cancel()
 
     async def _shutdown(self) -> None:
-        if self.cluster is not None:
-            self.cluster.closing = True
+        self.backend.closing()
         runs = [run for session in self.store for run in list(session.runs.values())]
         for run in runs:
             run.cancel()
         with anyio.move_on_after(self.settings.shutdown_grace):
             for run in runs:
                 await run.finished.wait()
-        if self.cluster is not None:
-            # Runs saved their sessions as they ended; a session this process only read
-            # may have run elsewhere since: saving it here would undo that run.
-            await self.cluster.shutdown()
-        else:
-            for session in self.store:
-                self.save(session)
+        await self.backend.shutdown(self.store)
         for session in self.store:
             session.log.close()
         await self.agent.aclose()
@@ -222,3 +176,14 @@ class Hub:
             for session_id in self.store.expire():
                 logger.info("session expired", extra={"session_id": session_id})
             self.metrics.sessions.set(len(self.store))
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend ``settings`` ask for: Redis with ``redis_url``, else this process."""
+    if settings.redis_url:
+        from ..backends.redis import RedisBackend  # (loads redis-py only when asked for)
+
+        return RedisBackend(settings.redis_url, retain=settings.log_retain,
+                            session_ttl=max(settings.session_idle_ttl, 24 * 3600.0),
+                            lease_ttl=settings.lease_ttl)
+    return LocalBackend(settings.db_path)

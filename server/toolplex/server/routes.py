@@ -10,13 +10,13 @@ from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..backends import unavailable
 from ..events import TERMINAL_RUN_TYPES
 from ..exceptions import ProtocolError
 from ..jobs import status_of
 from ..session import Session
 from ..store import OPEN
 from .auth import token_of
-from .cluster import unavailable
 from .commands import JobComplete, RunStart, parse_command, parse_json
 from .hub import Hub
 from .readers import SlowReader, frames, hello
@@ -160,9 +160,9 @@ async def complete_job(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """``GET /healthz``: liveness; 503 while the shared store (Redis) is unreachable."""
+    """``GET /healthz``: liveness; 503 while the backend's store (Redis) is unreachable."""
     hub = _hub(request)
-    if hub.cluster is not None and not hub.cluster.healthy():
+    if not hub.backend.healthy():
         return JSONResponse({"status": "unhealthy", "redis": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "sessions": len(hub.store)})
 

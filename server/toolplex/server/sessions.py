@@ -1,16 +1,14 @@
-"""The server's sessions: creation, token checks, idle expiry."""
+"""The server's sessions in memory: creation, token checks, idle expiry (over a backend)."""
 
 from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
+from ..backends import Backend
+from ..backends.local import LocalBackend
 from ..session import Session, hash_token
-
-if TYPE_CHECKING:
-    from ..shared import SharedLogs
 
 
 class SessionStore:
@@ -20,33 +18,33 @@ class SessionStore:
     refusal reveals nothing about which sessions exist.
     """
 
-    def __init__(self, *, retain: int = 10_000, idle_ttl: float = 3600.0,
-                 logs: SharedLogs | None = None,
-                 load: Callable[[str], Session | None] | None = None) -> None:
+    def __init__(self, backend: Backend | None = None, *, retain: int = 10_000,
+                 idle_ttl: float = 3600.0,
+                 adopt: Callable[[Session], None] | None = None) -> None:
+        self.backend = backend or LocalBackend()
+        """Where sessions are stored and their logs live."""
         self.retain = retain
         self.idle_ttl = idle_ttl
-        self.logs = logs
-        """Where session logs live when several processes share them (else in memory)."""
-        self.load = load
-        """Finds a session this process does not hold (several processes: in Redis)."""
+        self._adopt = adopt or (lambda session: None)
         self._sessions: dict[str, Session] = {}
         self.readers: dict[str, int] = {}
 
     def create(self) -> Session:
         """A new session with a fresh token."""
         session = Session(retain=self.retain)
-        if self.logs is not None:
-            session.log = self.logs.log_for(session.id, self.retain)
+        session.log = self.backend.log_for(session.id, self.retain)
         self._sessions[session.id] = session
         return session
 
     def get(self, session_id: str) -> Session | None:
-        """The session, without any token check (internal use)."""
+        """The session, without any token check (internal use); one stored but not held
+        in this process is loaded from the backend."""
         session = self._sessions.get(session_id)
-        if session is None and self.load is not None:
-            session = self.load(session_id)
+        if session is None:
+            session = self.backend.load(session_id, self.retain)
             if session is not None:
                 self._sessions[session_id] = session
+                self._adopt(session)
         return session
 
     def authorize(self, session_id: str, token: str | None) -> Session | None:
@@ -56,18 +54,14 @@ class SessionStore:
         ok = hmac.compare_digest(hash_token(token or "").encode(), expected.encode())
         return session if ok and session is not None else None
 
-    def restore(self, rows: list[dict[str, Any]]) -> list[Session]:
+    def restore(self) -> list[Session]:
         """Sessions stored before a restart: history kept, log going on from its head."""
-        restored = []
-        for row in rows:
-            session = Session(id=row["id"], token=None, token_hash=row["token_hash"],
-                              retain=self.retain, head_seq=row["head_seq"],
-                              history=row["history"])
+        restored = self.backend.restore(self.retain)
+        for session in restored:
             self._sessions[session.id] = session
-            restored.append(session)
         return restored
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
 
     def __len__(self) -> int:
@@ -82,6 +76,5 @@ class SessionStore:
         ]
         for session_id in gone:
             self._sessions.pop(session_id).log.close()
-            if self.logs is not None:
-                self.logs.forget(session_id)
+            self.backend.forget(session_id)
         return gone

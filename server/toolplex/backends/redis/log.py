@@ -1,4 +1,4 @@
-"""Sessions, event logs and jobs in Redis, shared by several server processes.
+"""The Redis backend's event log: one Redis Stream per session, shared by every process.
 
 The embedded default keeps a session's log in memory (:class:`~toolplex.log.EventLog`)
 and sessions and jobs in SQLite (:class:`~toolplex.store.Store`). With Redis:
@@ -14,27 +14,8 @@ and sessions and jobs in SQLite (:class:`~toolplex.store.Store`). With Redis:
   the others' (XREAD BLOCK on a change feed, then XRANGE of the streams that grew):
   readers tail that window exactly as in one process, and see nothing Redis has not
   stored;
-- the job store and the session state are hashes, read and written with a
-  synchronous client (a few calls per run or job, well under a millisecond on a
-  local Redis; runs never wait on them per event).
-
-Keys (all under ``tp:``):
-
-=========================  =====================================================
-``tp:s:{id}``              hash: ``token_hash``, ``history``, ``breakers``
-``tp:s:{id}:log``          stream: the events, field ``e`` (JSON without ``seq``)
-``tp:s:{id}:seq``          the session's last seq
-``tp:s:{id}:producers``    hash: process -> last outbox number written
-``tp:s:{id}:run``          the run lease (see :mod:`toolplex.server.cluster`)
-``tp:s:{id}:jobs``         set: the session's job ids
-``tp:j:{id}``              hash: a job row
-``tp:jobs:open``           set: job ids still pending or running
-``tp:waiting``             set: sessions with a job that ended, until a turn takes it
-``tp:wh:{id}``             a webhook id already handled (replay guard)
-``tp:runs``                hash: session id -> run lease, of every run going (for the sweeper)
-``tp:conversations``       hash: ``{adapter}:{thread or chat id}`` -> session id
-``tp:changes``             stream: ``{s, h}`` per append (which log grew, to which seq)
-=========================  =====================================================
+- a run's appends are fenced on its session's run lease (:mod:`.lease`): once the
+  lease is gone, a run declared lost cannot append after the fact.
 """
 
 from __future__ import annotations
@@ -48,43 +29,12 @@ from typing import Any
 import anyio
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from .events import BaseEvent, from_dict, now_ms
-from .log import EventLog
-from .store import OPEN
+from ...events import BaseEvent, from_dict, now_ms
+from ...log import EventLog
+from .keys import CHANGES, UNREACHABLE, async_client, lease_key, session_key, sync_client
 
-logger = logging.getLogger("toolplex.shared")
-
-UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
-"""What a Redis call raises while Redis is down or restarting."""
-
-CHANGES = "tp:changes"
-"""The change feed: one entry ``{s: stream key, h: head seq}`` per append batch."""
-WAITING = "tp:waiting"
-"""Sessions with a job that ended, until a turn takes its completions."""
-
-
-def session_key(session_id: str, part: str = "") -> str:
-    """``tp:s:{id}`` or ``tp:s:{id}:{part}``."""
-    return f"tp:s:{session_id}:{part}" if part else f"tp:s:{session_id}"
-
-
-def sync_client(url: str) -> redis.Redis:
-    """A client that fails fast (0.5 s, no retries) rather than hanging while Redis is down."""
-    return redis.Redis.from_url(url, protocol=2, decode_responses=True,
-                                socket_timeout=1.0, socket_connect_timeout=0.5,
-                                retry=Retry(NoBackoff(), 0))
-
-
-def async_client(url: str, *, timeout: float | None = 2.0) -> redis.asyncio.Redis:
-    """The async counterpart of :func:`sync_client` (``timeout=None`` for blocking reads)."""
-    from redis.asyncio.retry import Retry as AsyncRetry
-
-    return redis.asyncio.Redis.from_url(url, protocol=2, decode_responses=True,
-                                        socket_timeout=timeout, socket_connect_timeout=0.5,
-                                        retry=AsyncRetry(NoBackoff(), 0))
+logger = logging.getLogger("toolplex.backends.redis")
 
 
 # Append events to a session's stream: KEYS log, seq, producers, lease, changes; ARGV producer,
@@ -224,7 +174,7 @@ class SharedLogs:
                         pipe.evalsha(sha, 5, session_key(session_id, "log"),
                                      session_key(session_id, "seq"),
                                      session_key(session_id, "producers"),
-                                     session_key(session_id, "run"), CHANGES, *args)
+                                     lease_key(session_id), CHANGES, *args)
                     results = await pipe.execute()
                     break
                 except redis.exceptions.NoScriptError:
@@ -368,170 +318,3 @@ def _event(entry_id: str, fields: dict[str, str]) -> BaseEvent:
     data = json.loads(fields["e"])
     data["seq"] = entry_seq(entry_id)
     return from_dict(data)
-
-
-# -- sessions and jobs ----------------------------------------------------------------
-
-_FINISH = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'pending' and status ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], redis.call('HGET', KEYS[1], 'session_id'))
-return 1
-"""
-
-_TAKE_UNDELIVERED = """
-local taken = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local job = 'tp:j:' .. id
-  local status = redis.call('HGET', job, 'status')
-  if status and status ~= 'pending' and status ~= 'running'
-      and redis.call('HGET', job, 'delivered') == '0' then
-    redis.call('HSET', job, 'delivered', '1')
-    table.insert(taken, id)
-  end
-end
-redis.call('SREM', KEYS[2], ARGV[1])
-return taken
-"""
-
-_JSON_FIELDS = ("args", "output", "error")
-_NUMBERS = ("progress", "total", "created", "expires", "completed")
-
-
-class RedisStore:
-    """Sessions and jobs in Redis: what :class:`~toolplex.store.Store` keeps in SQLite.
-
-    Every call is synchronous and fails fast (:data:`UNREACHABLE`) while Redis is down.
-    """
-
-    shared = True
-    """Other processes change it too: nothing about it may be cached."""
-
-    def __init__(self, url: str, *, session_ttl: float = 7 * 24 * 3600.0) -> None:
-        self.url = url
-        self.redis = sync_client(url)
-        self.session_ttl = int(session_ttl)
-        self._finish = self.redis.register_script(_FINISH)
-        self._take = self.redis.register_script(_TAKE_UNDELIVERED)
-
-    def close(self) -> None:
-        self.redis.close()
-
-    # sessions
-
-    def save_session(self, session_id: str, token_hash: str, history: list[dict[str, Any]],
-                     head_seq: int, breakers: dict[str, Any] | None = None) -> None:
-        """Write a session's token hash, history and breakers."""
-        key = session_key(session_id)
-        fields = {"token_hash": token_hash, "history": json.dumps(history, default=str)}
-        if breakers is not None:
-            fields["breakers"] = json.dumps(breakers)
-        pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, self.session_ttl)
-        pipe.execute()
-
-    def session(self, session_id: str) -> dict[str, Any] | None:
-        """A stored session: ``id, token_hash, history, breakers`` (None when unknown)."""
-        row = self.redis.hgetall(session_key(session_id))
-        if not row:
-            return None
-        return {"id": session_id, "token_hash": row["token_hash"],
-                "history": json.loads(row.get("history", "[]")),
-                "breakers": json.loads(row.get("breakers", "{}"))}
-
-    def sessions(self) -> list[dict[str, Any]]:
-        """Sessions load on demand from Redis: none to restore at startup."""
-        return []
-
-    def delete_session(self, session_id: str) -> None:
-        self.redis.delete(session_key(session_id))
-
-    # jobs
-
-    def insert_job(self, job: dict[str, Any]) -> None:
-        """Store a new job row."""
-        row = {**job, "args": json.dumps(job["args"], default=str), "delivered": "0"}
-        pipe = self.redis.pipeline()
-        pipe.hset(f"tp:j:{job['id']}", mapping=row)
-        pipe.sadd(session_key(job["session_id"], "jobs"), job["id"])
-        pipe.sadd("tp:jobs:open", job["id"])
-        pipe.execute()
-
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        """A job row, JSON fields decoded."""
-        row = self.redis.hgetall(f"tp:j:{job_id}")
-        return _decode(row) if row else None
-
-    def _rows(self, ids: list[str]) -> list[dict[str, Any]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(f"tp:j:{job_id}")
-        return [_decode(row) for row in pipe.execute() if row]
-
-    def jobs(self, *, session_id: str | None = None, open_only: bool = False,
-             undelivered: bool = False) -> list[dict[str, Any]]:
-        """Jobs matching the filters, oldest first."""
-        ids = self.redis.smembers(session_key(session_id, "jobs") if session_id is not None
-                                  else "tp:jobs:open")
-        rows = self._rows(list(ids))
-        if open_only:
-            rows = [r for r in rows if r["status"] in OPEN]
-        if undelivered:
-            rows = [r for r in rows if r["status"] not in OPEN and not r["delivered"]]
-        return sorted(rows, key=lambda r: r["created"])
-
-    def progress(self, job_id: str, progress: float, total: float | None,
-                 message: str | None) -> None:
-        fields: dict[str, Any] = {"progress": progress}
-        fields.update({k: v for k, v in (("total", total), ("message", message))
-                       if v is not None})
-        self.redis.hset(f"tp:j:{job_id}", mapping=fields)
-
-    def finish(self, job_id: str, status: str, output: Any = None,
-               error: dict[str, Any] | None = None) -> bool:
-        """End an open job, atomically: False when it had already ended (on any process)."""
-        fields: list[Any] = [job_id, "status", status, "completed", time.time()]
-        if output is not None:
-            fields += ["output", json.dumps(output, default=str)]
-        if error is not None:
-            fields += ["error", json.dumps(error)]
-        return bool(self._finish(keys=[f"tp:j:{job_id}", "tp:jobs:open", WAITING], args=fields))
-
-    def mark_delivered(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self.redis.hset(f"tp:j:{job_id}", "delivered", "1")
-
-    def has_undelivered(self, session_id: str) -> bool:
-        """Whether a job of the session ended since its completions were last taken."""
-        return bool(self.redis.sismember(WAITING, session_id))
-
-    def waiting(self) -> set[str]:
-        """Sessions with a job that ended since their completions were last taken."""
-        return self.redis.smembers(WAITING)  # type: ignore[return-value]
-
-    def take_undelivered(self, session_id: str) -> list[dict[str, Any]]:
-        """The session's ended jobs not yet handed to a run, marked delivered at once
-        (atomically: two processes never both take one)."""
-        ids = self._take(keys=[session_key(session_id, "jobs"), WAITING], args=[session_id])
-        return sorted(self._rows(list(ids)), key=lambda r: r["created"])
-
-    def first_webhook(self, webhook_id: str, job_id: str) -> bool:
-        """True the first time ``webhook_id`` is seen (kept a week); a replay returns False."""
-        return bool(self.redis.set(f"tp:wh:{webhook_id}", job_id, nx=True, ex=7 * 24 * 3600))
-
-
-def _decode(row: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = dict(row)
-    for key in _JSON_FIELDS:
-        if key in out:
-            out[key] = json.loads(out[key])
-    for key in _NUMBERS:
-        if key in out:
-            out[key] = float(out[key])
-    out["delivered"] = out.get("delivered") == "1"
-    for key in ("output", "error", "progress", "total", "message", "completed"):
-        out.setdefault(key, None)
-    return out

@@ -1,128 +1,112 @@
-"""Several server processes on one Redis: run ownership, commands, job turns.
+"""The Redis backend: any number of server processes share sessions, logs and jobs.
 
-A run executes on exactly one process, the one holding the session's run lease
-(``tp:s:{id}:run``, a TTL key it renews). The lease is also the cluster-wide "one
-run at a time per session". Its value, ``{run, owner, start}``, is fenced into the
-run's appends (see :mod:`toolplex.shared`): once it is gone, the run's events are
-refused, so an owner declared lost cannot append after the fact. Every process
-sweeps ``tp:runs`` for runs whose lease expired (their process died) and ends them
-with ``run.error`` ``owner_lost``, giving each still-open call a ``tool.error`` of
-the same code: one terminal event each, as PROTOCOL.md asks. Commands for a run
-owned elsewhere travel on the ``tp:cmd`` channel to its owner.
+A run executes on the process holding its session's run lease (:mod:`.lease`); its
+events are fenced on it (:mod:`.log`), so an owner declared lost cannot append after
+the fact. Every process sweeps the leases for runs whose lease expired (their process
+died) and ends them with ``run.error`` ``owner_lost``, giving each still-open call a
+``tool.error`` of the same code: one terminal event each, as PROTOCOL.md asks.
+Commands for a run owned elsewhere travel on the ``tp:cmd`` channel to its owner; a
+job's completion starts its turn on whichever process takes the session's lease first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
+import redis
+from anyio.abc import TaskGroup
 
-from ..events import TERMINAL_CALL_TYPES, TERMINAL_RUN_TYPES, RunError, ToolFailed, error_dict
-from ..exceptions import ProtocolError
-from ..jobs import completion_message
-from ..runner import Run
-from ..session import Session, new_id
-from ..shared import (
-    UNREACHABLE,
-    WAITING,
-    RedisStore,
-    SharedLog,
-    SharedLogs,
-    async_client,
-    entry_seq,
-    session_key,
-)
+from ...events import TERMINAL_CALL_TYPES, TERMINAL_RUN_TYPES, RunError, ToolFailed, error_dict
+from ...exceptions import ProtocolError
+from ...jobs import JobStore, completion_message
+from ...log import EventLog
+from ...runner import Agent, Run
+from ...session import Session, new_id
+from .. import unavailable
+from .keys import COMMANDS, CONVERSATIONS, UNREACHABLE, WAITING, async_client, session_key
+from .lease import Leases
+from .log import SharedLog, SharedLogs, entry_seq
+from .store import RedisStore
 
-if TYPE_CHECKING:
-    from .hub import Hub
-
-logger = logging.getLogger("toolplex.server.cluster")
-
-RUNS = "tp:runs"
-COMMANDS = "tp:cmd"
-
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return 1
-"""
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
+logger = logging.getLogger("toolplex.backends.redis")
 
 
-def unavailable() -> ProtocolError:
-    """The error a request gets while Redis is unreachable (HTTP 503)."""
-    return ProtocolError("store_unavailable",
-                         "the session store (Redis) is unreachable; try again shortly")
-
-
-class Cluster:
+class RedisBackend:
     """This process's part in a Redis-backed deployment.
 
     Args:
-        hub: The server state it serves.
         url: ``redis://...``.
+        retain: Events each session's stream and local window keep.
+        session_ttl: Seconds a stored session outlives its last save.
         lease_ttl: Seconds a run's lease lasts without renewal (renewed every third of it):
             how long a dead process's run stays open before another ends it.
     """
 
-    def __init__(self, hub: Hub, url: str, *, lease_ttl: float = 10.0) -> None:
-        self.hub = hub
+    unreachable: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+
+    def __init__(self, url: str, *, retain: int = 10_000, session_ttl: float = 24 * 3600.0,
+                 lease_ttl: float = 10.0) -> None:
+        self.url = url
         self.process = new_id("p")
         self.lease_ttl = lease_ttl
-        settings = hub.settings
-        self.store = RedisStore(url, session_ttl=max(settings.session_idle_ttl, 24 * 3600.0))
-        self.logs = SharedLogs(url, self.process, retain=settings.log_retain)
+        self.store = RedisStore(url, session_ttl=session_ttl)
+        self.jobs: JobStore = self.store
+        self.logs = SharedLogs(url, self.process, retain=retain)
         self.logs.on_unreachable.append(self._store_down)
         self.redis = self.store.redis
-        self.url = url
-        self._acquire = self.redis.register_script(_ACQUIRE)
-        self._renew = self.redis.register_script(_RENEW)
-        self._release = self.redis.register_script(_RELEASE)
-        self._claim = self.redis.register_script(_CLAIM)
+        self.leases = Leases(self.redis, self.process, lease_ttl)
         self.owned: dict[str, tuple[Run, str]] = {}
         """Runs this process executes, by session id, with their lease."""
-        self.closing = False
-        """Set at shutdown: no new job turn starts here (another process delivers it)."""
+        self._closing = False
+        self._agent: Agent | None = None
+        self._sessions: Callable[[str], Session | None] = lambda _: None
+        self._runs: TaskGroup | None = None
+
+    @property
+    def agent(self) -> Agent:
+        assert self._agent is not None, "RedisBackend.bind(agent, ...) first"
+        return self._agent
+
+    def bind(self, agent: Agent, sessions: Callable[[str], Session | None]) -> None:
+        self._agent = agent
+        self._sessions = sessions
+        agent.jobs.use(self.store, sessions=sessions, deliver=self.pump)
 
     # -- sessions -------------------------------------------------------------------
 
-    def load(self, session_id: str) -> Session | None:
+    def log_for(self, session_id: str, retain: int) -> EventLog:
+        try:
+            return self.logs.log_for(session_id, retain)
+        except UNREACHABLE:
+            raise unavailable() from None
+
+    def restore(self, retain: int) -> list[Session]:
+        return []  # sessions load on demand from Redis
+
+    def load(self, session_id: str, retain: int) -> Session | None:
         """A session another process created (or this one forgot), from Redis."""
         row = self.store.session(session_id)
         if row is None:
             return None
         session = Session(id=session_id, token=None, token_hash=row["token_hash"],
-                          retain=self.hub.settings.log_retain, history=row["history"])
+                          retain=retain, history=row["history"])
         self._restore_breakers(session, row["breakers"])
         session.log = self.logs.log_for(session_id, session.retain)
         return session
 
+    def forget(self, session_id: str) -> None:
+        self.logs.forget(session_id)
+
     def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
-        """The session an adapter's conversation id stands for; with ``session_id``, store
-        it unless another process stored one first (that one is returned)."""
         field = f"{kind}:{key}"
-        if session_id is not None and self.redis.hsetnx("tp:conversations", field, session_id):
+        if session_id is not None and self.redis.hsetnx(CONVERSATIONS, field, session_id):
             return session_id
-        return self.redis.hget("tp:conversations", field)  # type: ignore[no-any-return]
+        found: str | None = self.redis.hget(CONVERSATIONS, field)
+        return found
 
     def refresh(self, session: Session) -> None:
         """Take the stored history and breakers (the last run may have run elsewhere)."""
@@ -134,21 +118,19 @@ class Cluster:
     def save(self, session: Session) -> None:
         """Store the session's token hash, history and breakers."""
         breakers = {name: b.snapshot() for name, b in session.breakers.items()}
-        self.store.save_session(session.id, session.token_hash, session.history,
-                                session.log.head_seq, breakers)
+        try:
+            self.store.save_session(session.id, session.token_hash, session.history,
+                                    session.log.head_seq, breakers)
+        except UNREACHABLE:
+            raise unavailable() from None
 
     def _restore_breakers(self, session: Session, saved: dict[str, Any]) -> None:
         for name, snapshot in saved.items():
-            tool = self.hub.agent.tools.get(name)
+            tool = self.agent.tools.get(name)
             if tool is not None:
-                self.hub.agent.executor.breaker_for(session, tool).restore(snapshot)
+                self.agent.executor.breaker_for(session, tool).restore(snapshot)
 
     # -- runs -----------------------------------------------------------------------
-
-    def owner(self, session_id: str) -> dict[str, Any] | None:
-        """The session's run lease: ``{run, owner, start}``, or None when no run is going."""
-        value = self.redis.get(session_key(session_id, "run"))
-        return json.loads(value) if value else None
 
     def start(self, run: Run) -> None:
         """Execute ``run`` here if its session's lease is free.
@@ -159,9 +141,9 @@ class Cluster:
         """
         session = run.session
         try:
-            lease = self._take_lease(run)
+            lease = self.leases.take(session.id, run.id)
             if lease is None:
-                owner = self.owner(session.id)
+                owner = self.leases.owner(session.id)
                 active = owner["run"] if owner else "another run"
                 raise ProtocolError("run_active",
                                     f"run {active} is still going; cancel it first")
@@ -174,24 +156,14 @@ class Cluster:
             raise
         self._launch(run, lease)
 
-    def _take_lease(self, run: Run) -> str | None:
-        session_id = run.session.id
-        start = int(self.redis.get(session_key(session_id, "seq")) or 0)
-        lease = json.dumps({"run": run.id, "owner": self.process, "start": start})
-        taken = self._acquire(keys=[session_key(session_id, "run"), RUNS],
-                              args=[lease, int(self.lease_ttl * 1000), session_id])
-        return lease if taken else None
-
-    def _give_back(self, session_id: str, lease: str) -> None:
-        """Release the session's run lease if it is still ``lease``."""
-        self._release(keys=[session_key(session_id, "run"), RUNS], args=[lease, session_id])
-
     def _launch(self, run: Run, lease: str) -> None:
+        if self._runs is None:
+            raise RuntimeError("the app is not running: serve it with its lifespan")
         session = run.session
         assert isinstance(session.log, SharedLog)
         session.log.fence = (run.id, lease)
         self.owned[session.id] = (run, lease)
-        self.hub.task_group.start_soon(self._execute, run, lease)
+        self._runs.start_soon(self._execute, run, lease)
 
     async def _execute(self, run: Run, lease: str) -> None:
         session = run.session
@@ -208,7 +180,7 @@ class Cluster:
                 if isinstance(log, SharedLog) and log.fence is not None and log.fence[0] == run.id:
                     log.fence = None
                 try:
-                    self._give_back(session.id, lease)
+                    self.leases.give_back(session.id, lease)
                 except UNREACHABLE:
                     pass  # it expires; the sweeper finds the run ended
         self.pump(session)
@@ -218,25 +190,27 @@ class Cluster:
         is free (whichever process takes the lease first delivers them; the run that
         holds it pumps again as it ends)."""
         try:
-            if self.closing or session.runs or not self.store.has_undelivered(session.id):
+            if self._closing or session.runs or not self.store.has_undelivered(session.id):
                 return
         except UNREACHABLE:
             return  # the completions stay undelivered; the next pump delivers them
-        run = Run(self.hub.agent, session, [], "job")
+        run = Run(self.agent, session, [], "job")
+        lease: str | None = None
+        rows: list[dict[str, Any]] = []
         try:
-            lease = self._take_lease(run)
+            lease = self.leases.take(session.id, run.id)
             rows = self.store.take_undelivered(session.id) if lease else []
             if rows:
                 self.refresh(session)
             elif lease:
-                self._give_back(session.id, lease)
+                self.leases.give_back(session.id, lease)
         except UNREACHABLE:
             rows = []  # the completions stay undelivered; the next pump delivers them
-        if not rows:
+        if not rows or lease is None:
             session.runs.pop(run.id, None)
             return
         run.input = [completion_message(row) for row in rows]
-        self._launch(run, lease)  # type: ignore[arg-type]
+        self._launch(run, lease)
 
     def _store_down(self) -> None:
         """Redis stopped answering: fail this process's runs clearly rather than let
@@ -250,8 +224,7 @@ class Cluster:
             await anyio.sleep(self.lease_ttl / 3)
             for session_id, (run, lease) in list(self.owned.items()):
                 try:
-                    kept = self._renew(keys=[session_key(session_id, "run")],
-                                       args=[lease, int(self.lease_ttl * 1000)])
+                    kept = self.leases.renew(session_id, lease)
                 except UNREACHABLE:
                     break  # the writer declares an outage; the lease outlasts a blip
                 if not kept:
@@ -263,15 +236,13 @@ class Cluster:
         while True:
             await anyio.sleep(self.lease_ttl / 2)
             try:
-                runs = self.redis.hgetall(RUNS)
-                for session_id, lease in runs.items():
-                    if self._claim(keys=[session_key(session_id, "run"), RUNS],
-                                   args=[session_id, lease]):
+                for session_id, lease in self.leases.taken().items():
+                    if self.leases.claim(session_id, lease):
                         await self._end_lost(session_id, json.loads(lease))
                 # Completions nobody delivered (their process stopped before it could):
                 # any process with a free lease starts the turn.
                 for session_id in self.store.waiting():
-                    session = self.hub.store.get(session_id)
+                    session = self._sessions(session_id)
                     if session is not None:
                         self.pump(session)
                     else:  # the session expired: nobody left to tell
@@ -281,7 +252,7 @@ class Cluster:
 
     async def _end_lost(self, session_id: str, lease: dict[str, Any]) -> None:
         """End a run whose owner died: one terminal event for it and each open call."""
-        session = self.hub.store.get(session_id)
+        session = self._sessions(session_id)
         if session is None:
             return
         run_id = lease["run"]
@@ -323,7 +294,7 @@ class Cluster:
             ProtocolError: ``unknown_run``, ``store_unavailable``.
         """
         try:
-            owner = self.owner(session.id)
+            owner = self.leases.owner(session.id)
             if owner is None or owner["run"] != run_id:
                 raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
             self.redis.publish(COMMANDS, json.dumps(
@@ -338,7 +309,7 @@ class Cluster:
             ProtocolError: ``unknown_call`` (no run of the session going elsewhere).
         """
         try:
-            owner = self.owner(session.id)
+            owner = self.leases.owner(session.id)
             if owner is None or owner["owner"] == self.process:
                 raise ProtocolError("unknown_call",
                                     f"no running call {call_id!r} in this session")
@@ -381,15 +352,24 @@ class Cluster:
         """Redis answers and the last write went through."""
         return self.logs.ping()
 
-    async def serve(self) -> None:
-        """The writer, tailer, lease keeper, sweeper and command listener, until cancelled."""
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """The runs, writer, tailer, lease keeper, sweeper and command listener, until
+        cancelled."""
         async with anyio.create_task_group() as tg:
+            self._runs = tg
             tg.start_soon(self.logs.serve)
             tg.start_soon(self._keep_leases)
             tg.start_soon(self._sweep)
             tg.start_soon(self._listen)
+            task_status.started()
 
-    async def shutdown(self) -> None:
-        """Write what is still queued (runs have ended by now)."""
+    def closing(self) -> None:
+        self._closing = True
+
+    async def shutdown(self, sessions: Iterable[Session]) -> None:
+        """Write what is still queued (runs have ended by now).
+
+        A session this process only read may have run elsewhere since: saving it here
+        would undo that run, so nothing is saved.
+        """
         await self.logs.flush(2.0)
-

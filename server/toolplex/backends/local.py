@@ -1,0 +1,97 @@
+"""The one-process backend: event logs in memory, sessions and jobs in SQLite.
+
+The embedded default of ``toolplex serve``: runs execute where they were started, a
+session's log is an :class:`~toolplex.log.EventLog`, and what must survive a restart
+(sessions' history and log head, jobs) is in a :class:`~toolplex.store.Store` file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..exceptions import ProtocolError
+from ..log import EventLog
+from ..session import Session
+from ..store import Store
+
+if TYPE_CHECKING:
+    from ..jobs import JobStore
+    from ..runner import Agent, Run
+
+
+class LocalBackend:
+    """Everything in this process.
+
+    Args:
+        path: The SQLite file sessions and jobs are kept in (WAL); None keeps the agent's
+            own job store (in memory unless the agent was given one).
+    """
+
+    unreachable: tuple[type[Exception], ...] = ()
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self.jobs: JobStore = Store(path) if path is not None else Store()
+        self._conversations: dict[str, str] = {}
+        self._runs: TaskGroup | None = None
+
+    def bind(self, agent: Agent, sessions: Callable[[str], Session | None]) -> None:
+        if self.path is not None:
+            agent.jobs.use(self.jobs)
+        else:
+            self.jobs = agent.jobs.store
+
+    def log_for(self, session_id: str, retain: int) -> EventLog:
+        return EventLog(session_id, retain=retain)
+
+    def restore(self, retain: int) -> list[Session]:
+        return [Session(id=row["id"], token=None, token_hash=row["token_hash"], retain=retain,
+                        head_seq=row["head_seq"], history=row["history"])
+                for row in self.jobs.sessions()]
+
+    def load(self, session_id: str, retain: int) -> Session | None:
+        return None  # every stored session was restored at startup
+
+    def save(self, session: Session) -> None:
+        self.jobs.save_session(session.id, session.token_hash, session.history,
+                               session.log.head_seq)
+
+    def forget(self, session_id: str) -> None:
+        pass
+
+    def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
+        field = f"{kind}:{key}"
+        if session_id is not None:
+            self._conversations[field] = session_id  # (the one it stood for expired)
+        return self._conversations.get(field)
+
+    def start(self, run: Run) -> None:
+        if self._runs is None:
+            raise RuntimeError("the app is not running: serve it with its lifespan")
+        self._runs.start_soon(run.execute)
+
+    def cancel_run(self, session: Session, run_id: str) -> None:
+        raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
+
+    def cancel_call(self, session: Session, call_id: str) -> None:
+        raise ProtocolError("unknown_call", f"no running call {call_id!r} in this session")
+
+    def healthy(self) -> bool:
+        return True
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._runs = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def closing(self) -> None:
+        pass
+
+    async def shutdown(self, sessions: Iterable[Session]) -> None:
+        for session in sessions:
+            self.save(session)

@@ -1,0 +1,91 @@
+"""The Redis backend's run leases: which process executes each session's run.
+
+A run executes on exactly one process, the one holding the session's run lease
+(``tp:s:{id}:run``, a TTL key it renews). The lease is also the cluster-wide "one
+run at a time per session". Its value, ``{run, owner, start}``, is what the log's
+appends are fenced on (:mod:`.log`). ``tp:runs`` lists every lease taken, so that any
+process can find the runs whose lease expired (their process died) and claim them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from .keys import RUNS, lease_key, session_key
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
+return 1
+"""
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class Leases:
+    """This process's view of the run leases.
+
+    Args:
+        client: A synchronous client (fails fast while Redis is down).
+        process: This process's id, written into the leases it takes.
+        ttl: Seconds a lease lasts without renewal.
+    """
+
+    def __init__(self, client: redis.Redis, process: str, ttl: float) -> None:
+        self.redis = client
+        self.process = process
+        self.ttl = ttl
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(_CLAIM)
+
+    def owner(self, session_id: str) -> dict[str, Any] | None:
+        """The session's run lease: ``{run, owner, start}``, or None when no run is going."""
+        value = self.redis.get(lease_key(session_id))
+        return json.loads(value) if value else None
+
+    def take(self, session_id: str, run_id: str) -> str | None:
+        """Take the session's lease for ``run_id``: its value, or None when it is held."""
+        start = int(self.redis.get(session_key(session_id, "seq")) or 0)
+        lease = json.dumps({"run": run_id, "owner": self.process, "start": start})
+        taken = self._acquire(keys=[lease_key(session_id), RUNS],
+                              args=[lease, int(self.ttl * 1000), session_id])
+        return lease if taken else None
+
+    def renew(self, session_id: str, lease: str) -> bool:
+        """Extend the lease by a TTL; False when it is no longer ``lease`` (lost)."""
+        return bool(self._renew(keys=[lease_key(session_id)],
+                                args=[lease, int(self.ttl * 1000)]))
+
+    def give_back(self, session_id: str, lease: str) -> None:
+        """Release the session's run lease if it is still ``lease``."""
+        self._release(keys=[lease_key(session_id), RUNS], args=[lease, session_id])
+
+    def taken(self) -> dict[str, str]:
+        """Every lease taken and not given back, by session id (on any process)."""
+        found: dict[str, str] = self.redis.hgetall(RUNS)
+        return found
+
+    def claim(self, session_id: str, lease: str) -> bool:
+        """Take over a lease that expired (its process died); True for one process only."""
+        return bool(self._claim(keys=[lease_key(session_id), RUNS], args=[session_id, lease]))
