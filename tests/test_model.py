@@ -90,3 +90,34 @@ async def test_keyword_picks_the_script() -> None:
 async def test_scripted_finish_reason_can_be_length() -> None:
     model = ScriptedModel([Step(calls=[Call("a")], finish="length")])
     assert Finish("length") in await _chunks(model, [{"role": "user", "content": "go"}])
+
+
+class TestApiKey:
+    """What a real model's requests carry for authorization."""
+
+    async def _authorization(self, monkeypatch: pytest.MonkeyPatch, key: str | None) -> str:
+        import httpx2
+
+        from toolplex import OpenAIModel
+
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        seen: list[str] = []
+
+        def answer(request: httpx2.Request) -> httpx2.Response:
+            seen.append(request.headers.get("authorization", "(none)"))
+            return httpx2.Response(200, text="data: [DONE]\n\n",
+                                   headers={"content-type": "text/event-stream"})
+
+        model = OpenAIModel("m", base_url="http://model.test/v1", api_key=key,
+                            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+        async for _ in model.stream([{"role": "user", "content": "hi"}], []):
+            pass
+        return seen[0]
+
+    async def test_without_a_key_no_authorization_header_is_sent(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert await self._authorization(monkeypatch, None) == "(none)", \
+            "no made-up key (such as 'unset') goes to the model server"
+
+    async def test_a_key_is_sent_as_a_bearer_token(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert await self._authorization(monkeypatch, "sk-test") == "Bearer sk-test"

@@ -10,6 +10,7 @@ program that only runs agents never loads Starlette, uvicorn, Redis or Prometheu
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version as _version
 from typing import TYPE_CHECKING, Any
 
 from .breaker import BreakerState, CircuitBreaker
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from .server import Settings, create_app
 
 _SERVER = ("Settings", "create_app")
+
+try:
+    __version__ = _version("toolplex")
+    """The installed distribution's version (its package metadata)."""
+except PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Agent",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from dataclasses import replace
+
+from . import __version__
 
 _EXAMPLES = ("enrichment", "search_race")
+_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 _SERVE_HELP = """\
 Serve the toolplex app (WebSocket, SSE, REST, demo page at /).
@@ -27,6 +32,71 @@ examples:
   toolplex serve --port 8001 --redis redis://127.0.0.1:6379/0
 """
 
+# Every variable toolplex reads; an option given on the command line wins over it.
+_ENVIRONMENT = """\
+environment (an option on the command line wins; an empty value counts as unset):
+  TOOLPLEX_HOST            --host
+  TOOLPLEX_PORT            --port (0-65535)
+  TOOLPLEX_MODEL           --model
+  TOOLPLEX_DB              --db
+  TOOLPLEX_REDIS_URL       --redis
+  TOOLPLEX_PUBLIC_URL      --public-url
+  TOOLPLEX_LOG_LEVEL       --log-level (critical, error, warning, info, debug)
+  TOOLPLEX_WEBHOOK_SECRET  whsec_... secret webhooks are signed with; when unset, the
+                           embedded default generates one at startup and logs that
+  TOOLPLEX_DEMO_BATCH_SECONDS
+                           how long the demo's batch analysis runs (seconds, default 8)
+  OPENAI_API_KEY           --api-key
+  OPENAI_BASE_URL          --base-url
+"""
+
+
+class _EnvError(ValueError):
+    """An environment variable whose value the command cannot use."""
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def _from_env(options: argparse.Namespace) -> None:
+    """Fill the options not given on the command line from the environment.
+
+    Raises:
+        _EnvError: A variable's value is not valid, said in one line.
+    """
+    raw_port = _env("TOOLPLEX_PORT", "8000")
+    if options.port is None:
+        try:
+            options.port = _port(raw_port or "")
+        except argparse.ArgumentTypeError as exc:
+            raise _EnvError(f"TOOLPLEX_PORT: {exc}") from None
+    if options.log_level is None:
+        level = (_env("TOOLPLEX_LOG_LEVEL", "info") or "").lower()
+        if level not in _LEVELS:
+            raise _EnvError(f"TOOLPLEX_LOG_LEVEL: {os.environ['TOOLPLEX_LOG_LEVEL']!r} is not "
+                            f"one of {', '.join(_LEVELS)}")
+        options.log_level = level
+    for option, name, default in (
+        ("host", "TOOLPLEX_HOST", "127.0.0.1"), ("model", "TOOLPLEX_MODEL", "scripted"),
+        ("db", "TOOLPLEX_DB", "toolplex.sqlite"), ("redis", "TOOLPLEX_REDIS_URL", None),
+        ("public_url", "TOOLPLEX_PUBLIC_URL", None), ("base_url", "OPENAI_BASE_URL", None),
+        ("api_key", "OPENAI_API_KEY", None),
+    ):
+        if getattr(options, option) is None:
+            setattr(options, option, _env(name, default))
+
 
 def _serve(options: argparse.Namespace) -> int:
     import uvicorn
@@ -45,8 +115,23 @@ def _serve(options: argparse.Namespace) -> int:
                         or f"http://{options.host}:{options.port}")
     from .server.logs import configure
 
-    app = create_app(demo_agent(model), settings=settings)
     configure(options.log_level)
+    log = logging.getLogger("toolplex")
+    if model is None and not settings.webhook_secret:
+        from .server.webhooks import generate_secret
+
+        # The embedded default's export tool starts a partner process that signs its
+        # callback: it inherits the secret through the environment.
+        os.environ["TOOLPLEX_WEBHOOK_SECRET"] = generate_secret()
+        settings = replace(settings, webhook_secret=os.environ["TOOLPLEX_WEBHOOK_SECRET"])
+        log.info("TOOLPLEX_WEBHOOK_SECRET is unset: generated a webhook secret for this "
+                 "process (the demo's partner inherits it; set one to verify your own)")
+    if model is not None and not options.api_key:
+        log.warning(
+            "model %r has no API key (--api-key or OPENAI_API_KEY): its requests go without "
+            "an Authorization header, which only a local server (Ollama, vLLM) accepts",
+            options.model)
+    app = create_app(demo_agent(model), settings=settings)
     uvicorn.run(
         app, host=options.host, port=options.port, log_config=None,
         ws_max_size=options.max_frame_bytes, ws_per_message_deflate=False,
@@ -55,49 +140,57 @@ def _serve(options: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``toolplex`` console script."""
-    env = os.environ.get
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="toolplex", description="A streaming-first agent server.")
+        prog="toolplex", description="A streaming-first agent server.", epilog=_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"toolplex {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
-        "serve", help="serve the app", description=_SERVE_HELP,
+        "serve", help="serve the app", description=_SERVE_HELP, epilog=_ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--host", default=env("TOOLPLEX_HOST", "127.0.0.1"),
-                       help="interface to bind (env TOOLPLEX_HOST; default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=int(env("TOOLPLEX_PORT", "8000")),
-                       help="port (env TOOLPLEX_PORT; default 8000)")
-    serve.add_argument("--model", default=env("TOOLPLEX_MODEL", "scripted"),
+    # Defaults are None here and read from the environment after parsing, so that a bad
+    # value is one clear line (and --help still works with it set).
+    serve.add_argument("--host", help="interface to bind (env TOOLPLEX_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port (env TOOLPLEX_PORT; default 8000)")
+    serve.add_argument("--model",
                        help="model name, or 'scripted' for the embedded default "
-                            "(env TOOLPLEX_MODEL)")
-    serve.add_argument("--base-url", default=env("OPENAI_BASE_URL"),
-                       help="OpenAI-compatible endpoint (env OPENAI_BASE_URL)")
-    serve.add_argument("--api-key", default=env("OPENAI_API_KEY"),
-                       help="API key (env OPENAI_API_KEY; never logged)")
+                            "(env TOOLPLEX_MODEL; default scripted)")
+    serve.add_argument("--base-url", help="OpenAI-compatible endpoint (env OPENAI_BASE_URL)")
+    serve.add_argument("--api-key", help="API key (env OPENAI_API_KEY; never logged)")
     serve.add_argument("--allow-origin", action="append", default=[],
                        help="browser origin allowed to open WebSockets (repeatable; '*' any)")
     serve.add_argument("--max-frame-bytes", type=int, default=1 << 20,
                        help="largest WebSocket frame accepted (default 1 MiB; larger: 1009)")
-    serve.add_argument("--db", default=env("TOOLPLEX_DB", "toolplex.sqlite"),
+    serve.add_argument("--db",
                        help="SQLite file (WAL) where sessions and jobs survive restarts "
-                            "(env TOOLPLEX_DB; ':memory:' for none)")
-    serve.add_argument("--redis", default=env("TOOLPLEX_REDIS_URL"), metavar="URL",
+                            "(env TOOLPLEX_DB; default toolplex.sqlite; ':memory:' for none)")
+    serve.add_argument("--redis", metavar="URL",
                        help="redis://host:port/db: keep sessions, event logs and jobs in Redis "
                             "so several toolplex processes serve the same sessions "
                             "(env TOOLPLEX_REDIS_URL; replaces --db)")
-    serve.add_argument("--public-url", default=env("TOOLPLEX_PUBLIC_URL"),
+    serve.add_argument("--public-url",
                        help="base URL partners reach this server at, for webhook callbacks "
                             "(env TOOLPLEX_PUBLIC_URL; default http://HOST:PORT)")
-    serve.add_argument("--log-level", default=env("TOOLPLEX_LOG_LEVEL", "info"),
-                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--log-level", choices=_LEVELS,
+                       help="(env TOOLPLEX_LOG_LEVEL; default info)")
     demo = commands.add_parser(
         "demo", help="run an example agent on the scripted model and print its events",
         description="Run an example agent in the terminal (no key, no network).")
     demo.add_argument("example", choices=_EXAMPLES, nargs="?", default="enrichment")
     demo.add_argument("args", nargs="*", help="the example's input (a domain, a query)")
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``toolplex`` console script."""
+    options = _parser().parse_args(argv)
     if options.command == "serve":
+        try:
+            _from_env(options)
+        except _EnvError as exc:
+            sys.stderr.write(f"toolplex: error: {exc}\n")
+            return 2
         return _serve(options)
     if options.example == "enrichment":
         from .demo.enrichment import main as run

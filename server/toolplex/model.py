@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from openai import AsyncStream
+from openai import AsyncStream, Omit
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,11 @@ class Model(Protocol):
         ...
 
 
+async def _no_key() -> str:
+    # The SDK insists on a key at construction unless given a provider of one.
+    return ""
+
+
 class OpenAIModel:
     """A model behind an OpenAI-compatible chat completions endpoint.
 
@@ -98,11 +103,14 @@ class OpenAIModel:
         self.model = model
         self.parallel_tool_calls = parallel_tool_calls
         self.params = params
+        key = api_key or os.environ.get("OPENAI_API_KEY")
         self.client = AsyncOpenAI(
             base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
-            http_client=http_client,
+            api_key=key or _no_key, http_client=http_client,
         )
+        # No key (a local server): send no Authorization header rather than a made-up
+        # one; the SDK wants that said per request.
+        self._headers: dict[str, str | Omit] = {} if key else {"Authorization": Omit()}
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -126,7 +134,8 @@ class OpenAIModel:
         # 100 us a chunk, most of a run's CPU.
         response = await self.client.post(
             "/chat/completions", body=request, cast_to=object, stream=True,
-            stream_cls=AsyncStream[object], options={"security": {"bearer_auth": True}})
+            stream_cls=AsyncStream[object], options={"security": {"bearer_auth": True},
+                                                     "headers": self._headers})
         begun: set[int] = set()
         try:
             async for chunk in response:

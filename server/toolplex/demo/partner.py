@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=3.0)
     parser.add_argument("--table", default="accounts")
     options = parser.parse_args(argv)
-    secret = os.environ["TOOLPLEX_WEBHOOK_SECRET"]
+    secret = os.environ.get("TOOLPLEX_WEBHOOK_SECRET")
+    if not secret:
+        parser.error("TOOLPLEX_WEBHOOK_SECRET is unset: the partner has nothing to sign with")
     time.sleep(options.delay)
     body = json.dumps({"table": options.table, "rows": 1284,
                        "file": f"s3://exports/{options.table}.parquet"}).encode()

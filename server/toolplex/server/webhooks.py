@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Mapping
 
@@ -33,6 +34,11 @@ def _key(secret: str) -> bytes:
 def check_secret(secret: str) -> None:
     """Raise ValueError early (at startup) for a secret that is not ``whsec_<base64>``."""
     _key(secret)
+
+
+def generate_secret() -> str:
+    """A new random ``whsec_<base64>`` secret (24 bytes)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
