@@ -4,80 +4,10 @@ webhook job completing with the secret it generated."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
-
-TOOLPLEX = Path(sys.executable).with_name("toolplex")
-
-
-@dataclass
-class Serving:
-    """A ``toolplex serve`` process: its URL and what it logged so far."""
-
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def logged(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def toolplex_serve(tmp_path: Path) -> Iterator[Callable[..., Serving]]:
-    """``toolplex_serve(*args, env=..., binary=...)``: the command on a free port,
-    stopped (SIGTERM, by its pid) after the test."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None,
-              binary: Path = TOOLPLEX, cwd: Path | None = None) -> Serving:
-        port = _free_port()
-        log = tmp_path / f"serve-{port}.log"
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("TOOLPLEX_", "OPENAI_"))}
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [str(binary), "serve", "--port", str(port), "--db", ":memory:", *args],
-                env={**clean, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                cwd=cwd or tmp_path)
-        started.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                return Serving(url, proc, log)
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(
-                        f"toolplex serve did not start:\n{log.read_text()}") from None
-                time.sleep(0.05)
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _events(url: str, sid: str, token: str, until: Callable[[dict[str, Any]], bool],

@@ -8,9 +8,13 @@ from pathlib import Path
 
 
 def _default_static() -> Path | None:
-    # An editable install (the README's) finds the client next to the package.
-    candidate = Path(__file__).resolve().parents[3] / "client_js"
-    return candidate if candidate.is_dir() else None
+    # A wheel ships the client and the demo as package data (setup.py copies them);
+    # an editable install (the README's) serves the checkout's client_js/ itself.
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "static", package.parents[1] / "client_js"):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True, slots=True)
