@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import math
 
-from bench import overhead, parallel, scaleout, sessions, stop, ws_throughput
+from bench import hedge, overhead, parallel, scaleout, sessions, stop, ws_throughput
 from bench.workloads import Sizes
 
 
@@ -51,3 +51,12 @@ def test_scaleout_runs_embedded_and_one_to_three_processes_on_a_real_redis() -> 
 async def test_stop_compares_a_stopped_stream_with_the_whole_one() -> None:
     figures = await stop.run(chunks=4, every=0.001, refusal=0.001, runs=1)
     assert 0 < figures["stop_when_s"] < figures["without_s"], "the stop ends the stream sooner"
+
+
+async def test_hedge_holds_the_siblings_back_only_while_it_should() -> None:
+    figures = await hedge.run(runs=1, cache_s=0.001, slow_s=0.01, head_start=30,
+                              sibling_s=0.01)
+    assert figures["decisive"]["started"] == 0, "a decisive hit in the window: none start"
+    assert figures["decisive_without_head_start"]["started"] == 2
+    assert figures["not_decisive_slow"]["started"] == 2
+    assert figures["not_decisive_quick"]["started"] == 2

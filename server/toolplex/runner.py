@@ -230,6 +230,11 @@ class _Step:
     finish: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     short_circuit_by: str | None = None
+    hedge: anyio.Event | None = None
+    """Set once the step's head-start window is over early: its decisive call ended or hit."""
+    hedge_until: float = 0.0
+    """Loop time at which the window ends."""
+    hedged_by: ToolCall | None = None
 
     @property
     def clean(self) -> bool:
@@ -472,6 +477,11 @@ class Run:
             return
         step.dispatched += 1
         self.session.running_calls += 1
+        if tool.head_start is not None and step.hedge is None:
+            # [runner] a hedged start: the step's other calls give this one a head start.
+            step.hedge = anyio.Event()
+            step.hedge_until = anyio.current_time() + self.agent.clock.real(tool.head_start)
+            step.hedged_by = call
         # A name given is a name anyio need not work out from the method (~1.4 us).
         tg.start_soon(self._run_call, step, call, name=f"{call.name} ({call.call_id})")
 
@@ -483,6 +493,8 @@ class Run:
                 with call.scope:
                     await step.done.wait()
                 call.scope = anyio.CancelScope()  # a scope serves one `with` block only
+            if step.hedge is not None and call.tool.decisive is None:
+                await self._give_head_start(step, call)
             if call.cancel_reason is not None:
                 self.agent.executor.cancelled(call, self.emit)
                 return
@@ -493,6 +505,19 @@ class Run:
             await self.agent.executor.run(call, self.session, self.emit, check)
         finally:
             self.session.running_calls -= 1
+            if step.hedged_by is call:
+                assert step.hedge is not None
+                step.hedge.set()  # it ended without a decisive chunk: the others go now
+
+    async def _give_head_start(self, step: _Step, call: ToolCall) -> None:
+        """Wait until the step's hedged call hits, ends, or its head start runs out."""
+        assert step.hedge is not None
+        wait = step.hedge_until - anyio.current_time()
+        if wait <= 0 or step.hedge.is_set():
+            return
+        with call.scope, anyio.move_on_after(wait):
+            await step.hedge.wait()  # a short circuit cancels call.scope: it never starts
+        call.scope = anyio.CancelScope()
 
     async def _run_job_call(self, call: ToolCall) -> None:
         assert call.tool is not None
@@ -518,6 +543,8 @@ class Run:
             if not hit:
                 return
             step.short_circuit_by = call.call_id
+            if step.hedge is not None:
+                step.hedge.set()
             siblings = [c for c in step.calls.values() if c is not call and c.outcome is None]
             self.emit(ToolShortCircuit, call_id=call.call_id,
                       cancelled_call_ids=[c.call_id for c in siblings])

@@ -64,6 +64,8 @@ class Tool:
     decisive: Callable[[Any], bool] | None = None
     stop_when: Callable[[Any], bool] | None = None
     """A chunk for which it is true ends the call's stream there: a partial result."""
+    head_start: float | None = None
+    """Seconds the step's non-decisive calls wait after this decisive call starts."""
     mode: Mode = "inline"
     budget: float | None = None
     cache: float | None = None
@@ -197,6 +199,10 @@ def _build(fn: Callable[..., Any], options: dict[str, Any]) -> Tool:
         raise UsageError(f"tool {name}: mode='auto' needs budget=<seconds>")
     if options.get("timeout") is not None and options["timeout"] <= 0:
         raise UsageError(f"tool {name}: timeout must be positive")
+    head_start = options.get("head_start")
+    if head_start is not None and (head_start <= 0 or options.get("decisive") is None):
+        raise UsageError(f"tool {name}: head_start needs decisive=... and a positive number "
+                         "of seconds")
     if options.get("reduce") is None:
         options.pop("reduce", None)
     return Tool(
@@ -227,6 +233,7 @@ def tool(
     side_effects: bool = False,
     decisive: Callable[[Any], bool] | None = None,
     stop_when: Callable[[Any], bool] | None = None,
+    head_start: float | None = None,
     mode: Mode = "inline",
     budget: float | None = None,
     cache: float | None = None,
@@ -251,6 +258,9 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         stop_when: ``predicate(chunk)``: a chunk for which it is true stops this call's
             stream at once; the call ends with the chunks so far (``tool.result``
             ``partial: true``, ``stopped_by: "predicate"``). Siblings are untouched.
+        head_start: With ``decisive``: the step's non-decisive calls wait up to this many
+            seconds after this call starts; a decisive chunk in that time cancels them
+            before they start (``tool.cancelled`` ``short_circuit``).
         mode: ``inline`` (default), ``job``, ``webhook``, ``human`` or ``auto``.
         budget: For ``mode="auto"``: seconds inline before the call becomes a job.
         cache: Seconds an identical call's result is reused within the session.
