@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
-from anyio.abc import ObjectSendStream, TaskGroup
+from anyio.abc import TaskGroup
 
 from .calls import Executor, Outcome, PredicateFailed, Supervisor, ToolCall
 from .events import (
@@ -44,6 +45,9 @@ from .model import CallArgs, CallBegin, Finish, Model, TextChunk, Usage
 from .policy import Backoff, Clock
 from .session import Session, new_id
 from .tools import Tool
+
+if TYPE_CHECKING:
+    from .telemetry import RunTrace
 
 logger = logging.getLogger("toolplex.runner")
 
@@ -93,6 +97,7 @@ class Agent:
         cancel_grace: Real seconds a cancelled tool gets before it is abandoned.
         backoff: The retry delay schedule (1, 2, 4 s).
         jobs: Where long-running tools' jobs live (default: in memory).
+        name: The agent's name in traces (``invoke_agent {name}``).
 
     Example::
 
@@ -115,7 +120,9 @@ class Agent:
         cancel_grace: float = 0.5,
         backoff: Backoff | None = None,
         jobs: JobManager | None = None,
+        name: str = "toolplex",
     ) -> None:
+        self.name = name
         self.tools: dict[str, Tool] = {}
         for item in tools:
             if not isinstance(item, Tool):
@@ -241,6 +248,41 @@ class _Step:
         return self.finish in {"stop", "tool_calls", "function_call"}
 
 
+class Listener(Protocol):
+    """What a run hands its events to, as they are appended (a memory stream, a trace)."""
+
+    def send_nowait(self, item: BaseEvent, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Untraced:
+    """A run's hooks when no tracing is set up: each gives back what it was given."""
+
+    @staticmethod
+    def model_stream(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        return stream
+
+    @staticmethod
+    def calling(call: ToolCall) -> nullcontext[None]:
+        return nullcontext()
+
+
+_UNTRACED = _Untraced()
+
+
+def _trace(run: Run) -> RunTrace | _Untraced:
+    # [telemetry] OpenTelemetry is loaded by the application, never by toolplex: without
+    # it in sys.modules, or without a TracerProvider set, nothing is imported nor done.
+    otel = sys.modules.get("opentelemetry.trace")
+    if otel is None or isinstance(otel.get_tracer_provider(),
+                                  (otel.ProxyTracerProvider, otel.NoOpTracerProvider)):
+        return _UNTRACED
+    from .telemetry import trace_run
+
+    return trace_run(run) or _UNTRACED
+
+
 class Run:
     """One run of an agent in a session. Made by :meth:`Agent.start` or :meth:`Agent.run`."""
 
@@ -252,11 +294,12 @@ class Run:
         self.id = new_id("r")
         self.scope = anyio.CancelScope()
         self.cancel_requested = False
-        self.listeners: list[ObjectSendStream[BaseEvent]] = []
+        self.listeners: list[Listener] = []
         self.usage: dict[str, int] = {}
         self.finished = anyio.Event()
         self.failure: dict[str, Any] | None = None
         session.runs[self.id] = self  # at once: a second start must see this run
+        self.trace = _trace(self)
 
     def emit(self, cls: type[BaseEvent], **fields: Any) -> BaseEvent:
         """Append an event of this run to the session's log and hand it to listeners."""
@@ -360,7 +403,8 @@ class Run:
         specs = self.agent.tool_specs(self.session)
         try:
             async with anyio.create_task_group() as tg:
-                stream = self.agent.model.stream(self._messages(), specs)
+                stream = self.trace.model_stream(
+                    self.agent.model.stream(self._messages(), specs))
                 try:
                     async for chunk in stream:
                         self._on_model_chunk(step, chunk, tg)
@@ -483,7 +527,8 @@ class Run:
             step.hedge_until = anyio.current_time() + self.agent.clock.real(tool.head_start)
             step.hedged_by = call
         # A name given is a name anyio need not work out from the method (~1.4 us).
-        tg.start_soon(self._run_call, step, call, name=f"{call.name} ({call.call_id})")
+        with self.trace.calling(call):  # the call's task starts with its span current
+            tg.start_soon(self._run_call, step, call, name=f"{call.name} ({call.call_id})")
 
     async def _run_call(self, step: _Step, call: ToolCall) -> None:
         assert call.tool is not None
