@@ -22,6 +22,7 @@ from ..scripted import ScriptedModel
 from . import ag_ui, ai_sdk, routes
 from .auth import install_redaction
 from .hub import Hub
+from .metrics import HTTPMetrics
 from .settings import Settings
 from .ws import websocket_endpoint
 
@@ -123,7 +124,8 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         # at {base}/scripted/v1 gets the same chunk stream the agent does.
         route_list.append(Mount("/scripted", agent.model.asgi_app()))
     app = Starlette(routes=route_list, lifespan=lifespan,
-                    middleware=[Middleware(_DeclareAsyncio)],
+                    middleware=[Middleware(HTTPMetrics, metrics=hub.metrics),
+                                Middleware(_DeclareAsyncio)],
                     exception_handlers=dict.fromkeys(hub.backend.unreachable,
                                                      routes.store_unreachable))
     app.state.hub = hub

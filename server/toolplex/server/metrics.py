@@ -1,19 +1,47 @@
-"""Prometheus metrics, fed by observing every session's log."""
+"""Prometheus metrics, fed by observing every session's log and every HTTP request.
+
+Durations are histograms: their buckets add up across processes (``sum by (le)``), so
+a dashboard can take the p99 of a whole deployment, which per-process quantiles cannot
+give. The ``*_created`` series are left out of the exposition.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..calls import Executor
 from ..events import BaseEvent
 
 _CALL_OUTCOMES = {"tool.result": "result", "tool.error": "error", "tool.cancelled": "cancelled"}
+_FIRST_OUTPUT = frozenset({"text.delta", "tool.call.start", "reasoning.delta"})
+"""The events that show the model's first token of a response reached the run."""
+
+_TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _WithoutCreated:
+    """A registry's metrics minus their ``*_created`` samples (a restart's timestamp per
+    series, which Prometheus does not need and aggregation across processes cannot use)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
 
 
 class Metrics:
-    """The server's counters, in a registry of its own (several apps per process are fine)."""
+    """The server's metrics, in a registry of its own (several apps per process are fine)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -32,39 +60,106 @@ class Metrics:
         self.sessions = Gauge("toolplex_sessions", "Live sessions", registry=r)
         self.reader_drops = Counter(
             "toolplex_reader_drops", "Slow-reader measures", ["kind"], registry=r)
-        self.latency = Gauge("toolplex_tool_latency_seconds",
-                             "Recent successful inline call duration quantiles per tool",
-                             ["tool", "quantile"], registry=r)
-        self._names: dict[str, str] = {}
+        self.tool_duration = Histogram(
+            "toolplex_tool_duration_seconds",
+            "Tool calls from their arguments' end to their terminal event, by tool and outcome",
+            ["tool", "outcome"], buckets=_TOOL_BUCKETS, registry=r)
+        self.run_duration = Histogram(
+            "toolplex_run_duration_seconds", "Runs from run.started to their terminal event",
+            buckets=_RUN_BUCKETS, registry=r)
+        self.time_to_first_token = Histogram(
+            "toolplex_model_time_to_first_token_seconds",
+            "From a step's start (the model request) to the first text or tool call it streams",
+            buckets=_TTFT_BUCKETS, registry=r)
+        self.http = Histogram(
+            "toolplex_http_request_duration_seconds",
+            "HTTP requests by method, route template and status (streams: until they end)",
+            ["method", "route", "status"], buckets=_HTTP_BUCKETS, registry=r)
+        self._calls: dict[str, tuple[str, float]] = {}
+        self._runs: dict[str, float] = {}
+        self._steps: dict[str, float] = {}
         self._by_type: dict[str, Any] = {}
 
     def observe(self, event: BaseEvent) -> None:
-        """Count one appended event."""
+        """Count one appended event (called as it is appended: now is when it happened)."""
         kind = event.type
         counter = self._by_type.get(kind)
         if counter is None:
             counter = self._by_type[kind] = self.events.labels(kind)
         counter.inc()
         call_id = getattr(event, "call_id", None)
+        if kind in _FIRST_OUTPUT and event.run_id in self._steps:
+            self.time_to_first_token.observe(time.monotonic() - self._steps.pop(event.run_id))
         if kind == "tool.call.start" and call_id:
-            self._names[call_id] = getattr(event, "name", "")
+            self._calls[call_id] = (getattr(event, "name", ""), time.monotonic())
+        elif kind == "tool.call.end" and call_id in self._calls:
+            # The tool's own time starts when its arguments are complete (dispatch).
+            self._calls[call_id] = (self._calls[call_id][0], time.monotonic())
         elif kind in _CALL_OUTCOMES and call_id:
-            self.calls.labels(_CALL_OUTCOMES[kind], self._names.pop(call_id, "")).inc()
+            outcome = _CALL_OUTCOMES[kind]
+            name, started = self._calls.pop(call_id, ("", time.monotonic()))
+            self.calls.labels(outcome, name).inc()
+            self.tool_duration.labels(name, outcome).observe(time.monotonic() - started)
+        elif kind == "step.started" and event.run_id:
+            self._steps[event.run_id] = time.monotonic()
         elif kind == "tool.retrying":
             self.retries.inc()
         elif kind == "tool.timeout":
             self.timeouts.inc()
         elif kind == "tool.circuit_open":
             self.circuits.labels(getattr(event, "tool", "")).inc()
-        elif kind == "run.finished":
-            self.runs.labels(getattr(event, "outcome", "success")).inc()
-        elif kind == "run.error":
-            self.runs.labels("error").inc()
+        elif kind == "run.started" and event.run_id:
+            self._runs[event.run_id] = time.monotonic()
+        elif kind in ("run.finished", "run.error"):
+            outcome = getattr(event, "outcome", "success") if kind == "run.finished" else "error"
+            self.runs.labels(outcome).inc()
+            self._steps.pop(event.run_id or "", None)
+            started = self._runs.pop(event.run_id or "", None)
+            if started is not None:
+                self.run_duration.observe(time.monotonic() - started)
 
-    def render(self, executor: Executor | None = None) -> bytes:
-        """The Prometheus text exposition (latency quantiles read from ``executor``)."""
-        if executor is not None:
-            for name in list(executor.latency):
-                for quantile, seconds in executor.quantiles(name).items():
-                    self.latency.labels(name, quantile).set(seconds)
-        return generate_latest(self.registry)
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+
+class HTTPMetrics:
+    """ASGI middleware timing each HTTP request into ``toolplex_http_request_duration_seconds``.
+
+    The route label is the route's template (``/v1/sessions/{session_id}/runs``), never
+    the raw path: one series per route, whatever the ids.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = [500]
+        root = scope.get("root_path", "")
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.http.labels(scope["method"], _template(scope, root),
+                                     str(status[0])).observe(time.monotonic() - started)
+
+
+def _template(scope: Scope, root: str) -> str:
+    """The route that served ``scope``: a mount's prefix, then the route's own template."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return "unmatched"
+    mounted = scope.get("root_path", "")[len(root):]
+    return f"{mounted}{path}" if mounted and not path.startswith(mounted) else path
+

@@ -176,7 +176,7 @@ async def store_unreachable(request: Request, exc: Exception) -> Response:
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text."""
     hub = _hub(request)
-    return Response(hub.metrics.render(hub.agent.executor),
+    return Response(hub.metrics.render(),
                      media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
