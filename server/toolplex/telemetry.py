@@ -122,6 +122,8 @@ class RunTrace:
         self.context = parent
         self._token: object | None = None
         self.calls: dict[str, _CallSpan] = {}
+        self.names: dict[str, str] = {}
+        """Tool names by call id, from ``tool.call.start``."""
         self.response_ended: float | None = None
         self.waiting: list[_CallSpan] = []
 
@@ -289,24 +291,23 @@ class RunTrace:
     def _call(self, event: Any) -> _CallSpan:
         traced = self.calls.get(event.call_id)
         if traced is None:  # ended before its arguments were complete (cancelled, cut off)
-            call = self.run.session.calls.get(event.call_id)
-            traced = self._start_call(event.call_id, call.name if call else "")
+            traced = self._start_call(event.call_id, self.names.get(event.call_id, ""))
         return traced
 
     def _end_call(self, call_id: str) -> None:
         traced = self.calls.pop(call_id)
+        self.names.pop(call_id, None)
         traced.span.set_attribute("toolplex.attempts", traced.attempts)
         if traced.early and self.response_ended is None:
             traced.ended_ns = time.time_ns()  # ended at the response's end: see _CallSpan
         else:
             traced.span.end()
 
-    def _call_started(self, event: Any) -> None:
-        self._start_call(event.call_id, self._name_of(event.call_id), event.args)
+    def _call_began(self, event: Any) -> None:
+        self.names[event.call_id] = event.name
 
-    def _name_of(self, call_id: str) -> str:
-        call = self.run.session.calls.get(call_id)
-        return call.name if call is not None else ""
+    def _call_started(self, event: Any) -> None:
+        self._start_call(event.call_id, self.names.get(event.call_id, ""), event.args)
 
     def _queued(self, event: Any) -> None:
         traced = self._call(event)
@@ -376,6 +377,7 @@ _HANDLERS: dict[str, Any] = {
     "run.started": RunTrace._run_started,
     "run.finished": RunTrace._run_ended,
     "run.error": RunTrace._run_ended,
+    "tool.call.start": RunTrace._call_began,
     "tool.call.end": RunTrace._call_started,
     "tool.queued": RunTrace._queued,
     "tool.exec.started": RunTrace._attempt,

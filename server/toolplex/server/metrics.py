@@ -114,13 +114,13 @@ class Metrics:
             outcome = getattr(event, "outcome", "success") if kind == "run.finished" else "error"
             self.runs.labels(outcome).inc()
             self._steps.pop(event.run_id or "", None)
-            started = self._runs.pop(event.run_id or "", None)
-            if started is not None:
-                self.run_duration.observe(time.monotonic() - started)
+            began = self._runs.pop(event.run_id or "", -1.0)
+            if began >= 0:
+                self.run_duration.observe(time.monotonic() - began)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
-        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+        return generate_latest(_WithoutCreated(self.registry))
 
 
 class HTTPMetrics:
