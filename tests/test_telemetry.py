@@ -90,6 +90,23 @@ sys.meta_path.insert(0, _Hide())
 """
 
 
+def _run_python(prelude: str, kind: str, checks: str) -> None:
+    """Run a one-call agent in a fresh interpreter after ``prelude``, then ``checks``."""
+    code = prelude + (
+        "import anyio, toolplex\n"
+        "from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect\n"
+        "@toolplex.tool\n"
+        f"{kind} echo(x: str) -> str:\n"
+        "    return x\n"
+        "model = ScriptedModel([Step(calls=[Call('echo', {'x': 'a'})]), Step(text='ok')])\n"
+        "events = anyio.run(collect, toolplex.Agent(tools=[echo], model=model), 'hi')\n"
+        "check_protocol(events)\n"
+        "assert events[-1]['outcome'] == 'success'\n") + checks
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def _one_call(name: str, args: dict[str, Any] | None = None) -> ScriptedModel:
     return ScriptedModel([Step(calls=[Call(name, args or {"domain": "acme.com"})]),
                           Step(text="done")])
@@ -98,35 +115,13 @@ def _one_call(name: str, args: dict[str, Any] | None = None) -> ScriptedModel:
 class TestWithoutTracing:
     def test_import_toolplex_and_a_run_import_no_opentelemetry(self) -> None:
         # Other libraries may load it (redis-py looks for it): toolplex's code may not.
-        code = _RECORD_IMPORTERS + (
-            "import anyio, toolplex\n"
-            "from toolplex.testing import Call, ScriptedModel, Step, collect\n"
-            "@toolplex.tool\n"
-            "def echo(x: str) -> str:\n"
-            "    return x\n"
-            "model = ScriptedModel([Step(calls=[Call('echo', {'x': 'a'})]), Step(text='ok')])\n"
-            "anyio.run(collect, toolplex.Agent(tools=[echo], model=model), 'hi')\n"
-            "assert not by_toolplex, by_toolplex\n"
-            "assert 'toolplex.telemetry' not in sys.modules\n")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 0, done.stderr
+        _run_python(_RECORD_IMPORTERS, "def",
+                    "assert not by_toolplex, by_toolplex\n"
+                    "assert 'toolplex.telemetry' not in sys.modules\n")
 
     def test_runs_work_with_opentelemetry_not_installed(self) -> None:
-        code = _HIDE_OPENTELEMETRY + (
-            "import anyio, toolplex\n"
-            "from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect\n"
-            "@toolplex.tool\n"
-            "async def echo(x: str) -> str:\n"
-            "    return x\n"
-            "model = ScriptedModel([Step(calls=[Call('echo', {'x': 'a'})]), Step(text='ok')])\n"
-            "events = anyio.run(collect, toolplex.Agent(tools=[echo], model=model), 'hi')\n"
-            "check_protocol(events)\n"
-            "assert events[-1]['outcome'] == 'success'\n"
-            "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 0, done.stderr
+        _run_python(_HIDE_OPENTELEMETRY, "async def",
+                    "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n")
 
     async def test_no_tracer_provider_set_means_no_trace(self) -> None:
         assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
