@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context, trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
@@ -44,7 +44,23 @@ from .model import Finish, TextChunk, Usage
 
 if TYPE_CHECKING:
     from .calls import ToolCall
-    from .runner import Run
+
+
+class _Run(Protocol):
+    """What a trace reads of its run (the runner's ``Run``; this module sits beside it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def input(self) -> Any: ...
+    @property
+    def agent(self) -> Any: ...
+    @property
+    def session(self) -> Any: ...
+    @property
+    def listeners(self) -> list[Any]: ...
 
 CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The environment variable (``true``) that lets arguments and results into spans."""
@@ -71,7 +87,7 @@ def _version() -> str | None:
         return None
 
 
-def trace_run(run: Run) -> RunTrace | None:
+def trace_run(run: _Run) -> RunTrace | None:
     """The trace of ``run``, listening to its events; None when no TracerProvider is set."""
     tracer = _tracer()
     if tracer is None:
@@ -106,7 +122,7 @@ class _CallSpan:
 class RunTrace:
     """The spans of one run. Made by :func:`trace_run`; fed by the run's events."""
 
-    def __init__(self, run: Run, tracer: trace.Tracer) -> None:
+    def __init__(self, run: _Run, tracer: trace.Tracer) -> None:
         self.run = run
         self.tracer = tracer
         self.capture = os.environ.get(CAPTURE_CONTENT, "").strip().lower() == "true"
