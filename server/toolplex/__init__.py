@@ -27,8 +27,9 @@ from .exceptions import (
 from .jobs import Job, JobManager
 from .limits import UpstreamLimit
 from .log import EventLog, Gap
-from .model import Model, OpenAIModel
+from .model import Model
 from .policy import Backoff, Clock
+from .providers import OpenAIModel
 from .runner import Agent, Limits, Run
 from .scripted import Call, ScriptedModel, Step
 from .session import Session

@@ -112,6 +112,9 @@ class ToolCall:
     cancelled_by: str | None = None
     stopped: bool = False
     """The tool's ``stop_when`` ended the stream."""
+    provider_fields: dict[str, Any] | None = None
+    """Fields the provider sent with the call and wants back on it in the next
+    request (Gemini's ``extra_content.google.thought_signature``)."""
 
     def cancel(self, reason: CancelReason, by_call_id: str | None = None) -> bool:
         """Ask the call to stop. Returns False when it has already ended."""

@@ -102,7 +102,7 @@ def _serve(options: argparse.Namespace) -> int:
     import uvicorn
 
     from .demo import demo_agent
-    from .model import OpenAIModel
+    from .providers import OpenAIModel
     from .server import Settings, create_app
 
     model = None

@@ -131,6 +131,32 @@ class TextEnd(BaseEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReasoningStart(BaseEvent):
+    """The model's reasoning begins streaming (its own message, beside the text)."""
+
+    type: ClassVar[str] = "reasoning.start"
+    message_id: str
+    """The reasoning message; not the id of the text it precedes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReasoningDelta(BaseEvent):
+    """A fragment of the model's reasoning or reasoning summary, in order."""
+
+    type: ClassVar[str] = "reasoning.delta"
+    message_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReasoningEnd(BaseEvent):
+    """The model's reasoning message is complete."""
+
+    type: ClassVar[str] = "reasoning.end"
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallStart(BaseEvent):
     """The model began a tool call."""
 
@@ -326,6 +352,9 @@ Event = (
     | TextStart
     | TextDelta
     | TextEnd
+    | ReasoningStart
+    | ReasoningDelta
+    | ReasoningEnd
     | ToolCallStart
     | ToolCallDelta
     | ToolCallEnd

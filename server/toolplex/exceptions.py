@@ -6,6 +6,8 @@
     ├── ToolError               a tool says how it failed (raised by tool code)
     │   └── ToolTimeout         a call ran past its hard timeout (TimeoutError)
     ├── InvalidArguments        the model's arguments do not fit the tool (ValueError)
+    ├── ModelError              the model's endpoint failed or sent what no dialect allows
+    │   └── ModelTimeout        no chunk from the model within its idle timeout (TimeoutError)
     ├── UsageError              the library was used wrongly (TypeError)
     └── ProtocolError           a client frame or command is not acceptable (ValueError)
 
@@ -72,6 +74,36 @@ class InvalidArguments(ToolplexError, ValueError):
         super().__init__(f"invalid arguments for {tool_name}: {detail}")
         self.tool_name = tool_name
         self.detail = detail
+
+
+class ModelError(ToolplexError):
+    """The model's stream failed: an error sent after HTTP 200, a line no dialect
+    allows, a failed response. Raised by the providers; the run ends ``run.error``
+    with :attr:`code`.
+
+    Args:
+        message: What went wrong, for the client.
+        code: The ``run.error`` code (``model_error``, ``model_timeout``).
+        transient: The same request may succeed if sent again (5xx, 429, overload);
+            the provider retries it while none of the response was used.
+    """
+
+    def __init__(self, message: str, *, code: str = "model_error",
+                 transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.transient = transient
+
+
+class ModelTimeout(ModelError, TimeoutError):
+    """No chunk arrived from the model within its idle timeout (the request
+    included). Raised by the providers; the run ends ``run.error model_timeout``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no chunk from the model within {seconds:g} s",
+                         code="model_timeout")
+        self.seconds = seconds
 
 
 class UsageError(ToolplexError, TypeError):

@@ -24,6 +24,9 @@ from anyio.abc import TaskGroup
 from .calls import Executor, Outcome, PredicateFailed, Supervisor, ToolCall
 from .events import (
     BaseEvent,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
     RunError,
     RunFinished,
     RunStarted,
@@ -38,10 +41,20 @@ from .events import (
     ToolShortCircuit,
     error_dict,
 )
-from .exceptions import InvalidArguments, UsageError
+from .exceptions import InvalidArguments, ModelError, UsageError
 from .jobs import JobManager
 from .limits import ThreadPool, Upstream, UpstreamLimit
-from .model import CallArgs, CallBegin, Finish, Model, TextChunk, Usage
+from .model import (
+    CallArgs,
+    CallBegin,
+    CallEnd,
+    CallFields,
+    Finish,
+    Model,
+    ReasoningChunk,
+    TextChunk,
+    Usage,
+)
 from .policy import Backoff, Clock
 from .session import Session, new_id
 from .tools import Tool
@@ -234,6 +247,9 @@ class _Step:
     dispatched: int = 0
     text: list[str] = field(default_factory=list)
     text_open: bool = False
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_id: str | None = None
+    """The open reasoning message, if any."""
     finish: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     short_circuit_by: str | None = None
@@ -364,6 +380,8 @@ class Run:
             exc = _leaf(group)
             if isinstance(exc, _RunFailed):
                 return exc.error
+            if isinstance(exc, ModelError):
+                return error_dict(exc.code, exc.message)
             logger.error("run failed: %r", exc, exc_info=exc,
                          extra={"session_id": self.session.id, "run_id": self.id})
             return error_dict("model_error" if _from_model(exc) else "internal",
@@ -429,11 +447,21 @@ class Run:
 
     def _on_model_chunk(self, step: _Step, chunk: Any, tg: TaskGroup) -> None:
         if isinstance(chunk, TextChunk):
+            self._end_reasoning(step)
             if not step.text_open:
                 step.text_open = True
                 self.emit(TextStart, message_id=step.message_id, role="assistant")
             step.text.append(chunk.text)
             self.emit(TextDelta, message_id=step.message_id, delta=chunk.text)
+        elif isinstance(chunk, ReasoningChunk):
+            if step.text_open:
+                step.text_open = False
+                self.emit(TextEnd, message_id=step.message_id)
+            if step.reasoning_id is None:
+                step.reasoning_id = new_id("m")
+                self.emit(ReasoningStart, message_id=step.reasoning_id)
+            step.reasoning.append(chunk.text)
+            self.emit(ReasoningDelta, message_id=step.reasoning_id, delta=chunk.text)
         elif isinstance(chunk, CallBegin):
             self._end_text(step)
             # [runner] a new call index means every earlier call's arguments are complete.
@@ -447,6 +475,16 @@ class Run:
                 step, chunk.index, f"call_{chunk.index}", "")
             call.args_text += chunk.fragment
             self.emit(ToolCallDelta, call_id=call.call_id, delta=chunk.fragment)
+        elif isinstance(chunk, CallEnd):
+            # [runner] the stream's structure closed the call: its arguments are complete.
+            ended = step.calls.get(chunk.index)
+            if ended is not None and ended in step.waiting:
+                step.waiting.remove(ended)
+                self._dispatch(step, ended, tg)
+        elif isinstance(chunk, CallFields):
+            fields_of = step.calls.get(chunk.index)
+            if fields_of is not None:
+                fields_of.provider_fields = dict(chunk.fields)
         elif isinstance(chunk, Finish):
             step.finish = chunk.reason
             self._finish_response(step, tg)
@@ -466,7 +504,14 @@ class Run:
             call.cancel("short_circuit", step.short_circuit_by)
         return call
 
+    def _end_reasoning(self, step: _Step) -> None:
+        if step.reasoning_id is not None:
+            self.emit(ReasoningEnd, message_id=step.reasoning_id)
+            step.reasoning_id = None
+
     def _end_text(self, step: _Step) -> None:
+        """End the open text and the open reasoning: a call or the finish came."""
+        self._end_reasoning(step)
         if step.text_open:
             step.text_open = False
             self.emit(TextEnd, message_id=step.message_id)
@@ -604,11 +649,16 @@ class Run:
         calls = sorted(step.calls.values(), key=lambda c: c.index)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls and step.clean:
+            # [protocol] per-call provider fields go back on that call, as they came.
             message["tool_calls"] = [
-                {"id": c.model_call_id, "type": "function",
+                {**(c.provider_fields or {}), "id": c.model_call_id, "type": "function",
                  "function": {"name": c.name, "arguments": c.args_text or "{}"}}
                 for c in calls
             ]
+            if step.reasoning:
+                # Kept for the providers that require it back (DeepSeek, on messages with
+                # tool calls); each model strips it from what it sends otherwise.
+                message["reasoning_content"] = "".join(step.reasoning)
         if text or message.get("tool_calls"):
             self.session.history.append(message)
         if calls and step.clean:

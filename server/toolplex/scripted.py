@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import httpx2
 
-from .model import OpenAIModel
+from .providers import OpenAIModel
 
 Results = dict[str, Any]
 """Earlier tool outputs of the conversation by tool name (the latest wins), and
