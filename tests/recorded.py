@@ -19,6 +19,7 @@ import httpx2
 from toolplex import tool
 
 _MISSING: Any = object()
+_RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,13 @@ class Endpoint(httpx2.AsyncBaseTransport):
             if isinstance(frame, bytes):
                 yield frame
                 continue
-            if any(c.get("finish_reason") for c in frame.get("choices") or ()):
+            kind = frame.get("type")
+            if kind in _RESPONSE_ENDS or any(
+                    c.get("finish_reason") for c in frame.get("choices") or ()):
                 self.finish_at.append(self.sent)
-            yield f"data: {json.dumps(frame)}\n\n".encode()
+            # Responses events name themselves on an `event:` line, as OpenAI sends them.
+            head = f"event: {kind}\n" if isinstance(kind, str) else ""
+            yield f"{head}data: {json.dumps(frame)}\n\n".encode()
         if self.done:
             yield b"data: [DONE]\n\n"
 

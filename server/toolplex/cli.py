@@ -7,11 +7,16 @@ import logging
 import os
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from .model import Model
+
 _EXAMPLES = ("enrichment", "search_race")
 _LEVELS = ("critical", "error", "warning", "info", "debug")
+_APIS = ("chat", "responses")
 
 _SERVE_HELP = """\
 Serve the toolplex app (WebSocket, SSE, REST, demo page at /).
@@ -29,6 +34,7 @@ examples:
   toolplex serve --port 9000 --allow-origin https://app.example.com
   OPENAI_API_KEY=sk-... toolplex serve --model gpt-4o-mini
   toolplex serve --model llama3.1 --base-url http://127.0.0.1:11434/v1
+  OPENAI_API_KEY=sk-... toolplex serve --model gpt-5-mini --api responses
   toolplex serve --port 8001 --redis redis://127.0.0.1:6379/0
 """
 
@@ -38,6 +44,8 @@ environment (an option on the command line wins; an empty value counts as unset)
   TOOLPLEX_HOST            --host
   TOOLPLEX_PORT            --port (0-65535)
   TOOLPLEX_MODEL           --model
+  TOOLPLEX_API             --api (chat, responses)
+  TOOLPLEX_MODEL_TIMEOUT   --model-timeout (seconds)
   TOOLPLEX_DB              --db
   TOOLPLEX_REDIS_URL       --redis
   TOOLPLEX_PUBLIC_URL      --public-url
@@ -66,6 +74,17 @@ def _port(text: str) -> int:
     return port
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return seconds
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
 
@@ -88,6 +107,16 @@ def _from_env(options: argparse.Namespace) -> None:
             raise _EnvError(f"TOOLPLEX_LOG_LEVEL: {os.environ['TOOLPLEX_LOG_LEVEL']!r} is not "
                             f"one of {', '.join(_LEVELS)}")
         options.log_level = level
+    if options.api is None:
+        options.api = (_env("TOOLPLEX_API", "chat") or "").lower()
+        if options.api not in _APIS:
+            raise _EnvError(f"TOOLPLEX_API: {os.environ['TOOLPLEX_API']!r} is not one of "
+                            f"{', '.join(_APIS)}")
+    if options.model_timeout is None:
+        try:
+            options.model_timeout = _seconds(_env("TOOLPLEX_MODEL_TIMEOUT", "60") or "")
+        except argparse.ArgumentTypeError as exc:
+            raise _EnvError(f"TOOLPLEX_MODEL_TIMEOUT: {exc}") from None
     for option, name, default in (
         ("host", "TOOLPLEX_HOST", "127.0.0.1"), ("model", "TOOLPLEX_MODEL", "scripted"),
         ("db", "TOOLPLEX_DB", "toolplex.sqlite"), ("redis", "TOOLPLEX_REDIS_URL", None),
@@ -98,16 +127,24 @@ def _from_env(options: argparse.Namespace) -> None:
             setattr(options, option, _env(name, default))
 
 
+def _model(options: argparse.Namespace) -> Model | None:
+    """The model ``serve`` runs: None for the scripted default."""
+    from .providers import OpenAIModel, OpenAIResponsesModel
+
+    if options.model == "scripted":
+        return None
+    kind = OpenAIResponsesModel if options.api == "responses" else OpenAIModel
+    return kind(options.model, base_url=options.base_url, api_key=options.api_key,
+                idle_timeout=options.model_timeout or None)
+
+
 def _serve(options: argparse.Namespace) -> int:
     import uvicorn
 
     from .demo import demo_agent
-    from .providers import OpenAIModel
     from .server import Settings, create_app
 
-    model = None
-    if options.model != "scripted":
-        model = OpenAIModel(options.model, base_url=options.base_url, api_key=options.api_key)
+    model = _model(options)
     settings = Settings(allowed_origins=tuple(options.allow_origin),
                         max_frame_bytes=options.max_frame_bytes, db_path=options.db,
                         redis_url=options.redis or None,
@@ -158,6 +195,14 @@ def _parser() -> argparse.ArgumentParser:
                             "(env TOOLPLEX_MODEL; default scripted)")
     serve.add_argument("--base-url", help="OpenAI-compatible endpoint (env OPENAI_BASE_URL)")
     serve.add_argument("--api-key", help="API key (env OPENAI_API_KEY; never logged)")
+    serve.add_argument("--api", choices=_APIS,
+                       help="the model's wire format: chat (/v1/chat/completions, every "
+                            "OpenAI-compatible server) or responses (/v1/responses) "
+                            "(env TOOLPLEX_API; default chat)")
+    serve.add_argument("--model-timeout", type=_seconds, metavar="SECONDS",
+                       help="seconds without a chunk from the model before the run ends "
+                            "model_timeout; 0 waits as long as the SDK does "
+                            "(env TOOLPLEX_MODEL_TIMEOUT; default 60)")
     serve.add_argument("--allow-origin", action="append", default=[],
                        help="browser origin allowed to open WebSockets (repeatable; '*' any)")
     serve.add_argument("--max-frame-bytes", type=int, default=1 << 20,

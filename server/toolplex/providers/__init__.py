@@ -2,6 +2,7 @@
 
 - :mod:`.chat_completions`: ``POST /chat/completions`` (:class:`OpenAIModel`), with
   :mod:`.normaliser` reading every OpenAI-compatible dialect of its stream.
+- :mod:`.responses`: ``POST /responses`` (:class:`OpenAIResponsesModel`).
 - :mod:`.base`: the streamed POST, idle timeout and retry they share.
 """
 
@@ -9,5 +10,6 @@ from __future__ import annotations
 
 from .base import StreamingModel
 from .chat_completions import OpenAIModel
+from .responses import OpenAIResponsesModel
 
-__all__ = ["OpenAIModel", "StreamingModel"]
+__all__ = ["OpenAIModel", "OpenAIResponsesModel", "StreamingModel"]

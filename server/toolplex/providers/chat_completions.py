@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .base import StreamingModel
-from .normaliser import ChatNormaliser
+from .normaliser import ChatNormaliser, call_ids
 
 _REASONING_REPLAY_HOSTS = ("api.deepseek.com",)
 
@@ -77,7 +77,7 @@ class OpenAIModel(StreamingModel):
 
     def translator(self, messages: list[dict[str, Any]]) -> ChatNormaliser:
         """A normaliser that knows the call ids the conversation already holds."""
-        return ChatNormaliser(taken=_call_ids(messages))
+        return ChatNormaliser(taken=call_ids(messages))
 
     def _outgoing(self, message: dict[str, Any]) -> dict[str, Any]:
         # [protocol] reasoning is never sent back unless the provider requires it
@@ -88,11 +88,3 @@ class OpenAIModel(StreamingModel):
             return message
         return {k: v for k, v in message.items() if k != "reasoning_content"}
 
-
-def _call_ids(messages: list[dict[str, Any]]) -> set[str]:
-    return {
-        str(call.get("id"))
-        for message in messages
-        for call in message.get("tool_calls") or ()
-        if isinstance(call, dict)
-    }

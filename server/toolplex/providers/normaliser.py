@@ -57,6 +57,16 @@ def invent_id() -> str:
     return "".join(secrets.choice(_ALPHANUMERIC) for _ in range(9))
 
 
+def call_ids(messages: Iterable[dict[str, Any]]) -> set[str]:
+    """The call ids a conversation already holds (a new call must not reuse one)."""
+    return {
+        str(call.get("id"))
+        for message in messages
+        for call in message.get("tool_calls") or ()
+        if isinstance(call, dict)
+    }
+
+
 def arguments_text(value: Any) -> str:
     """A call's arguments as the text the replay must carry (llama.cpp and TGI send
     an object; strict servers refuse an object sent back)."""
