@@ -17,6 +17,7 @@ import anyio
 import httpx2
 
 from toolplex import tool
+from toolplex.scripted import StreamingBody
 
 _MISSING: Any = object()
 _RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -101,7 +102,7 @@ class Endpoint(httpx2.AsyncBaseTransport):
         number = len(self.requests) - 1
         frames = self.bodies[number] if number < len(self.bodies) else text_answer()
         return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                               stream=_Body(self._serve(frames)), request=request)
+                               stream=StreamingBody(self._serve(frames)), request=request)
 
     async def _serve(self, frames: list[Frame]) -> AsyncIterator[bytes]:
         for frame in frames:
@@ -125,18 +126,6 @@ class Endpoint(httpx2.AsyncBaseTransport):
             yield f"{head}data: {json.dumps(frame)}\n\n".encode()
         if self.done:
             yield b"data: [DONE]\n\n"
-
-
-class _Body(httpx2.AsyncByteStream):
-    def __init__(self, parts: AsyncIterator[bytes]) -> None:
-        self._parts = parts
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._parts:
-            yield part
-
-    async def aclose(self) -> None:
-        await self._parts.aclose()  # type: ignore[attr-defined]
 
 
 def recording_tools(endpoint: Endpoint) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:

@@ -38,6 +38,7 @@ async def test_an_endpoint_that_accepts_and_never_answers_ends_the_run_model_tim
     model = OpenAIModel("m", base_url=f"http://127.0.0.1:{silent_port}/v1", api_key="k",
                         idle_timeout=0.2)
     events = await collect(Agent(model=model), "hello?")
+    await model.aclose()
     check_protocol(events)
     assert events[-1]["type"] == "run.error"
     assert events[-1]["error"] == {"code": "model_timeout",

@@ -1,8 +1,9 @@
-"""The scripted model: a deterministic LLM that speaks OpenAI's streaming wire format.
+"""The scripted model: a deterministic LLM that speaks the providers' streaming wire formats.
 
 It is the embedded default (no key, no network). Its responses travel as real
-``chat.completion.chunk`` server-sent events through the ``openai`` SDK, so the
-demo and the tests run the same parsing code as a real model. In-process it is
+server-sent events through the ``openai`` SDK (``chat.completion.chunk`` in any
+dialect of :mod:`toolplex.dialects`, or ``/v1/responses`` events), so the demo and
+the tests run the same parsing code as a real model. In-process it is
 reached through an httpx transport that streams (httpx's ASGI transport buffers
 whole bodies); :meth:`ScriptedModel.asgi_app` serves it on a port for others.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +20,12 @@ from typing import Any
 import anyio
 import httpx2
 
-from .providers import OpenAIModel
+from .dialects import DIALECTS, chat_messages, encoder
+from .exceptions import UsageError
+from .model import ModelChunk
+from .providers import OpenAIModel, OpenAIResponsesModel, StreamingModel
+
+_PATHS = ("/chat/completions", "/responses")
 
 Results = dict[str, Any]
 """Earlier tool outputs of the conversation by tool name (the latest wins), and
@@ -49,6 +54,9 @@ class Step:
 
     text: str | Callable[[Results], str] = ""
     calls: Sequence[Call] = ()
+    reasoning: str = ""
+    """Reasoning streamed before the text (``reasoning_content`` deltas, or a Responses
+    reasoning summary, as the dialect sends it)."""
     delay: float = 0.0
     """Seconds before the first chunk (model latency)."""
     token_delay: float = 0.0
@@ -110,7 +118,7 @@ def _split(text: str, parts: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class ScriptedModel(OpenAIModel):
+class ScriptedModel:
     """A deterministic model driven by scripts, reached through the real SDK.
 
     Args:
@@ -121,6 +129,10 @@ class ScriptedModel(OpenAIModel):
         repeat_last: Repeat the last step forever (for loop-guard tests).
         keep_requests: How many of the latest request bodies :attr:`requests` keeps
             (each holds a whole conversation: a long-lived server must not keep all).
+        dialect: The wire shape it speaks (:data:`toolplex.dialects.DIALECTS`):
+            ``openai`` (the reference), ``gemini``, ``mistral``, ``vllm``, ...,
+            or ``responses`` (then it is reached as an :class:`OpenAIResponsesModel`).
+        idle_timeout: The client's idle timeout (``model_timeout``).
 
     The step number is the count of assistant messages since the latest user
     message, so the same model serves any number of sessions at once.
@@ -141,7 +153,12 @@ class ScriptedModel(OpenAIModel):
         default: Script | None = None,
         repeat_last: bool = False,
         keep_requests: int = 100,
+        dialect: str = "openai",
+        idle_timeout: float | None = 60.0,
     ) -> None:
+        if dialect not in DIALECTS:
+            raise UsageError(f"unknown dialect {dialect!r} (dialects: {', '.join(DIALECTS)})")
+        self.dialect = dialect
         self.scripts: dict[str, Script] = dict(scripts or {})
         self.default: Script = (
             script if script is not None else default or [Step(text="Hello from toolplex.")]
@@ -152,10 +169,23 @@ class ScriptedModel(OpenAIModel):
         self.served = 0
         """How many requests were received."""
         http_client = httpx2.AsyncClient(transport=_Transport(self), timeout=None)
-        super().__init__(
+        kind = OpenAIResponsesModel if dialect == "responses" else OpenAIModel
+        self.endpoint: StreamingModel = kind(
             "scripted", base_url="http://scripted.local/v1", api_key="scripted",
-            http_client=http_client,
+            http_client=http_client, idle_timeout=idle_timeout,
         )
+        """The real client the model is reached through."""
+
+    @property
+    def client(self) -> Any:
+        """The ``openai`` SDK client (``AsyncOpenAI``) of :attr:`endpoint`."""
+        return self.endpoint.client
+
+    def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AsyncIterator[ModelChunk]:
+        """Stream one scripted response through the SDK, as :attr:`endpoint` reads it."""
+        return self.endpoint.stream(messages, tools)
 
     def pick(self, messages: Sequence[Mapping[str, Any]]) -> tuple[Script, int]:
         """The script and step number for a conversation."""
@@ -177,7 +207,8 @@ class ScriptedModel(OpenAIModel):
         """
         self.requests.append(body)
         self.served += 1
-        messages = body.get("messages", [])
+        messages = body["messages"] if "messages" in body else chat_messages(
+            body.get("input") or [])
         script, number = self.pick(messages)
         if number < len(script):
             step = script[number]
@@ -199,50 +230,47 @@ class ScriptedModel(OpenAIModel):
         return step, str(text), arguments
 
     async def _stream(
-        self, body: dict[str, Any], step: Step, text: str, arguments: list[str]
+        self, body: dict[str, Any], step: Step, text: str, arguments: list[str], path: str
     ) -> AsyncIterator[bytes]:
-        created = int(time.time())
-        response_id = f"chatcmpl-{self.served}"
-
-        def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            chunk = {
-                "id": response_id, "object": "chat.completion.chunk", "created": created,
-                "model": "scripted",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            return f"data: {json.dumps(chunk)}\n\n".encode()
-
+        if path.endswith("/responses"):
+            dialect = "responses"
+        else:  # a chat client reaching a Responses-speaking model gets the reference
+            dialect = "openai" if self.dialect == "responses" else self.dialect
+        prompt = len(json.dumps(body.get("messages", body.get("input", [])))) // 4
+        wire = encoder(dialect, f"chatcmpl-{self.served}", prompt=prompt, include_usage=bool(
+            (body.get("stream_options") or {}).get("include_usage")))
         if step.delay:
             await anyio.sleep(step.delay)
-        yield frame({"role": "assistant", "content": ""})
+        for frame in wire.start():
+            yield frame
+        for piece in re.findall(r"\S+\s*|\s+", step.reasoning):
+            for frame in wire.reasoning(piece):
+                yield frame
         for token in re.findall(r"\S+\s*|\s+", text):
             if step.token_delay:
                 await anyio.sleep(step.token_delay)
-            yield frame({"content": token})
+            for frame in wire.text(token):
+                yield frame
         for index, (call, args) in enumerate(zip(step.calls, arguments, strict=True)):
             if call.after:
                 await anyio.sleep(call.after)
-            call_id = f"call_{self.served}_{index}"
-            yield frame({"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                         "function": {"name": call.name, "arguments": ""}}]})
+            for frame in wire.call_begin(index, f"call_{self.served}_{index}", call.name):
+                yield frame
             for fragment in _split(args, step.arg_fragments):
                 if step.arg_delay:
                     await anyio.sleep(step.arg_delay)
-                yield frame({"tool_calls": [{"index": index,
-                                             "function": {"arguments": fragment}}]})
+                for frame in wire.call_args(index, fragment):
+                    yield frame
+            for frame in wire.call_end(index):
+                yield frame
         finish = step.finish or ("tool_calls" if step.calls else "stop")
-        yield frame({}, finish)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            prompt = len(json.dumps(body.get("messages", []))) // 4
-            usage = {"prompt_tokens": prompt, "completion_tokens": len(text) // 4 + 1}
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            chunk = {"id": response_id, "object": "chat.completion.chunk", "created": created,
-                     "model": "scripted", "choices": [], "usage": usage}
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+        for frame in wire.finish(finish, prompt, len(text) // 4 + 1):
+            yield frame
 
-    async def respond(self, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
-        """Status and body for a request: 400 with the reason when the script cannot answer."""
+    async def respond(self, body: dict[str, Any], path: str = "/v1/chat/completions"
+                      ) -> tuple[int, AsyncIterator[bytes]]:
+        """Status and body for a request to ``path`` (``.../chat/completions`` or
+        ``.../responses``): 400 with the reason when the script cannot answer."""
         try:
             step, text, arguments = self.plan(body)
         except ValueError as exc:
@@ -252,15 +280,16 @@ class ScriptedModel(OpenAIModel):
                 yield json.dumps(error).encode()
 
             return 400, once()
-        return 200, self._stream(body, step, text, arguments)
+        return 200, self._stream(body, step, text, arguments, path)
 
     def asgi_app(self) -> Callable[..., Any]:
-        """A bare ASGI app serving ``POST /v1/chat/completions`` for other programs."""
+        """A bare ASGI app serving ``POST /v1/chat/completions`` and ``POST /v1/responses``
+        for other programs."""
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 return
-            if scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+            if scope["method"] != "POST" or not scope["path"].endswith(_PATHS):
                 await send({"type": "http.response.start", "status": 404, "headers": []})
                 await send({"type": "http.response.body", "body": b"not found"})
                 return
@@ -270,7 +299,7 @@ class ScriptedModel(OpenAIModel):
                 raw += message.get("body", b"")
                 if not message.get("more_body"):
                     break
-            status, parts = await self.respond(json.loads(raw))
+            status, parts = await self.respond(json.loads(raw), scope["path"])
             kind = b"text/event-stream" if status == 200 else b"application/json"
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", kind)]})
@@ -281,7 +310,9 @@ class ScriptedModel(OpenAIModel):
         return app
 
 
-class _Body(httpx2.AsyncByteStream):
+class StreamingBody(httpx2.AsyncByteStream):
+    """An httpx2 response body sent part by part as an async iterator yields it."""
+
     def __init__(self, parts: AsyncIterator[bytes]) -> None:
         self._parts = parts
 
@@ -300,11 +331,12 @@ class _Transport(httpx2.AsyncBaseTransport):
         self._model = model
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        status, parts = await self._model.respond(json.loads(await request.aread()))
+        status, parts = await self._model.respond(json.loads(await request.aread()),
+                                                  request.url.path)
         kind = "text/event-stream" if status == 200 else "application/json"
         return httpx2.Response(
             status,
             headers={"content-type": kind},
-            stream=_Body(parts),
+            stream=StreamingBody(parts),
             request=request,
         )

@@ -106,6 +106,10 @@ class StreamingModel:
         # one; the SDK wants that said per request.
         self._headers: dict[str, str | Omit] = {} if key else {"Authorization": Omit()}
 
+    async def aclose(self) -> None:
+        """Close the SDK client and its connections."""
+        await self.client.close()
+
     def request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
                 ) -> dict[str, Any]:
         """The request body for one response."""
