@@ -24,6 +24,10 @@ export interface StepFinished extends Envelope { type: 'step.finished'; step: nu
 export interface TextStart extends Envelope { type: 'text.start'; message_id: string; role: string }
 export interface TextDelta extends Envelope { type: 'text.delta'; message_id: string; delta: string }
 export interface TextEnd extends Envelope { type: 'text.end'; message_id: string }
+/** The model's reasoning (or reasoning summary): its own message, beside the text. */
+export interface ReasoningStart extends Envelope { type: 'reasoning.start'; message_id: string }
+export interface ReasoningDelta extends Envelope { type: 'reasoning.delta'; message_id: string; delta: string }
+export interface ReasoningEnd extends Envelope { type: 'reasoning.end'; message_id: string }
 export interface ToolCallStart extends Envelope { type: 'tool.call.start'; call_id: string; name: string; message_id: string }
 export interface ToolCallDelta extends Envelope { type: 'tool.call.delta'; call_id: string; delta: string }
 export interface ToolCallEnd extends Envelope { type: 'tool.call.end'; call_id: string; args: unknown }
@@ -58,6 +62,7 @@ export interface RunError extends Envelope { type: 'run.error'; error: ErrorInfo
 /** Every logged event this client understands (others are skipped). */
 export type ToolplexEvent =
   | RunStarted | StepStarted | StepFinished | TextStart | TextDelta | TextEnd
+  | ReasoningStart | ReasoningDelta | ReasoningEnd
   | ToolCallStart | ToolCallDelta | ToolCallEnd | ToolQueued | ToolCached | ToolExecStarted
   | ToolOutputDelta | ToolRetrying | ToolTimeout | ToolResult | ToolError | ToolCancelled
   | ToolShortCircuit | ToolCircuitOpen | JobPending | JobProgress | JobCompleted
@@ -106,6 +111,7 @@ export interface RunView {
 export interface MessageView {
   id: string;
   runId: string | null;
+  /** 'assistant', 'user', or 'reasoning' (the model's reasoning, from reasoning.* events). */
   role: string;
   /** The text streamed so far. */
   text: string;

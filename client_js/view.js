@@ -113,6 +113,14 @@ const HANDLERS = {
   'text.start': (s, e) => withMessage(s, e, (m) => ({ ...m, role: e.role ?? m.role })),
   'text.delta': (s, e) => withMessage(s, e, (m) => ({ ...m, text: m.text + (e.delta ?? '') })),
   'text.end': (s, e) => withMessage(s, e, (m) => ({ ...m, status: 'done', endedAt: e.ts })),
+  // The model's reasoning is a message of its own (role 'reasoning'), beside its text.
+  'reasoning.start': (s, e) => withMessage(s, e, (m) => ({ ...m, role: 'reasoning' })),
+  'reasoning.delta': (s, e) => withMessage(s, e, (m) => ({
+    ...m, role: 'reasoning', text: m.text + (e.delta ?? ''),
+  })),
+  'reasoning.end': (s, e) => withMessage(s, e, (m) => ({
+    ...m, role: 'reasoning', status: 'done', endedAt: e.ts,
+  })),
 };
 
 /**

@@ -232,6 +232,28 @@ class TestAgUiEncoder:
         assert [e["type"] for e in events[-2:]] == ["STEP_FINISHED", "RUN_ERROR"]
         assert events[-1]["code"] == "model_error"
 
+    async def test_reasoning_is_a_reasoning_span_holding_one_reasoning_message(self) -> None:
+        model = ScriptedModel([Step(reasoning="Think first.", text="Then answer.")])
+        frames = await collect(Agent(model=model), "go")
+        events = [_wire(e) for _, e in _ag_ui(frames)]
+        kinds = [e["type"] for e in events if e["type"].startswith("REASONING")]
+        assert kinds == ["REASONING_START", "REASONING_MESSAGE_START",
+                         "REASONING_MESSAGE_CONTENT", "REASONING_MESSAGE_CONTENT",
+                         "REASONING_MESSAGE_END", "REASONING_END"]
+        (start,) = [e for e in events if e["type"] == "REASONING_MESSAGE_START"]
+        assert start["role"] == "reasoning"
+        text_ids = {e["messageId"] for e in events if e["type"] == "TEXT_MESSAGE_START"}
+        assert start["messageId"] not in text_ids, "the reasoning is its own message"
+        assert "".join(e["delta"] for e in events
+                       if e["type"] == "REASONING_MESSAGE_CONTENT") == "Think first."
+
+    async def test_reasoning_left_open_is_closed_before_the_run_ends(self) -> None:
+        model = ScriptedModel([Step(reasoning="Think first.", text="Then answer.")])
+        frames = [f for f in await collect(Agent(model=model), "go")
+                  if f["type"] != "reasoning.end"]
+        kinds = [_wire(e)["type"] for _, e in _ag_ui(frames)]
+        assert kinds[-3:] == ["REASONING_MESSAGE_END", "REASONING_END", "RUN_FINISHED"]
+
     async def test_an_open_circuit_is_a_custom_event(self, fast: Clock) -> None:
         @tool(retries=0)
         async def broken() -> str:
@@ -324,6 +346,17 @@ class TestUIMessageStreamEncoder:
         assert late == {"type": "tool-output-available", "toolCallId": flaky, "preliminary": True,
                         "output": ["attempt 2", "chunk 0", "chunk 1", "chunk 2"]}
         assert encoder.due is None
+
+    async def test_reasoning_streams_as_reasoning_parts(self) -> None:
+        model = ScriptedModel([Step(reasoning="Think first.", text="Then answer.")])
+        parts = _parts(await collect(Agent(model=model), "go"))
+        reasoning = [p for p in parts if p["type"].startswith("reasoning-")]
+        assert [p["type"] for p in reasoning] == [
+            "reasoning-start", "reasoning-delta", "reasoning-delta", "reasoning-end"]
+        assert len({p["id"] for p in reasoning}) == 1
+        assert "".join(p.get("delta", "") for p in reasoning) == "Think first."
+        types = [p["type"] for p in parts]
+        assert types.index("reasoning-end") < types.index("text-start")
 
     async def test_a_failed_run_sends_error_then_finish(self) -> None:
         model = ScriptedModel([Step(text="It is {{missing.value}}.")])

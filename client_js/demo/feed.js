@@ -91,9 +91,12 @@ export class Feed {
       this.#root.appendChild(el);
       return el;
     }
-    const el = kind === 'message'
-      ? h('div', { class: 'msg', 'data-message-id': value.id, 'data-role': value.role })
-      : createCard(value);
+    const el = kind !== 'message' ? createCard(value)
+      // Reasoning is shown collapsed: a summary line the user may open.
+      : value.role === 'reasoning'
+        ? h('details', { class: 'msg reasoning', 'data-message-id': value.id,
+          'data-role': 'reasoning' }, h('summary', {}, 'Reasoning'), h('div', { class: 'body' }))
+        : h('div', { class: 'msg', 'data-message-id': value.id, 'data-role': value.role });
     this.#bodyFor(value.runId, state).appendChild(el);
     return el;
   }
@@ -130,7 +133,9 @@ export class Feed {
     const m = /** @type {MessageView} */ (value);
     el.dataset.role = m.role;
     el.dataset.status = m.status;
-    el.textContent = m.text;
+    const body = m.role === 'reasoning' ? el.querySelector('.body') : null;
+    if (body) body.textContent = m.text;
+    else el.textContent = m.text;
   }
 }
 

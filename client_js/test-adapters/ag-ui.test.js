@@ -145,8 +145,13 @@ test('failing case: the run errors: RUN_ERROR reaches the subscriber, runAgent r
     assert.equal(ofType(events, 'RUN_FINISHED').length, 0);
     assert.ok(ofType(events, 'STEP_FINISHED').length === 2, 'steps were closed before the error');
     assert.equal(agent.isRunning, false);
-    assert.deepEqual(agent.messages.map((m) => m.role), ['user', 'assistant', 'tool', 'activity'],
+    assert.deepEqual(agent.messages.map((m) => m.role),
+                     ['user', 'reasoning', 'assistant', 'tool', 'activity'],
                      'what arrived before the error stays');
+    assert.equal(ofType(events, 'REASONING_MESSAGE_CONTENT').map((e) => e.delta).join(''),
+                 'The domain needs a lookup.', 'the reasoning streams as REASONING_* events');
+    assert.deepEqual(ofType(events, 'REASONING_START').map((e) => e.messageId),
+                     ofType(events, 'REASONING_END').map((e) => e.messageId));
   });
 
 test('failing case: the run is cancelled: outcome cancelled, every call still has its result',

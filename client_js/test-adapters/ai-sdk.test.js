@@ -186,6 +186,9 @@ test('failing case: the run errors: the chat ends in status "error" and keeps wh
     const tools = toolParts(answer);
     assert.equal(tools.lookup.state, 'output-available', 'step 1 completed before the error');
     assert.deepEqual(tools.lookup.output, { company: 'Acme' });
+    const reasoning = answer.parts.filter((p) => p.type === 'reasoning');
+    assert.deepEqual(reasoning.map((p) => [p.text, p.state]),
+                     [['The domain needs a lookup.', 'done']], 'reasoning-* parts');
   });
 
 test('failing case: the run is cancelled: abort part, the chat is ready, calls say cancelled',

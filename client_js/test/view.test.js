@@ -93,6 +93,23 @@ describe('messages', () => {
     assert.equal(done.messages.m_1.role, 'assistant');
   });
 
+  test('reasoning.* stream a reasoning message of its own, before the text', () => {
+    const ev = eventRecorder();
+    const s = fold(initialState(), [
+      ev('run.started', { run_id: 'r_1', trigger: 'user' }),
+      ev('reasoning.start', { run_id: 'r_1', message_id: 'm_r' }),
+      ev('reasoning.delta', { run_id: 'r_1', message_id: 'm_r', delta: 'Two ' }),
+      ev('reasoning.delta', { run_id: 'r_1', message_id: 'm_r', delta: 'lookups.' }),
+      ev('reasoning.end', { run_id: 'r_1', message_id: 'm_r' }),
+      ev('text.start', { run_id: 'r_1', message_id: 'm_1', role: 'assistant' }),
+      ev('text.delta', { run_id: 'r_1', message_id: 'm_1', delta: 'Done.' }),
+    ]);
+    assert.deepEqual(s.messages.m_r, {
+      ...s.messages.m_r, role: 'reasoning', text: 'Two lookups.', status: 'done' });
+    assert.equal(s.messages.m_1.role, 'assistant', 'the text stays apart');
+    assert.deepEqual(s.runs.r_1.messageIds, ['m_r', 'm_1']);
+  });
+
   test('a delta whose start was lost in a gap still creates the message', () => {
     const s = reduce(initialState(), { v: 1, seq: 5, type: 'text.delta', ts: 1, session_id: 's',
       message_id: 'm_9', delta: 'x' });

@@ -46,8 +46,10 @@ async def late():  # type: ignore[no-untyped-def]
 
 
 def failing_agent() -> Agent:
-    """Step 1 works; step 2's template names a result that does not exist: ``run.error``."""
-    model = ScriptedModel([Step(text="Looking it up. ", calls=[Call("lookup", {"domain": "a.b"})]),
+    """Step 1 reasons, then works; step 2's template names a result that does not exist:
+    ``run.error``."""
+    model = ScriptedModel([Step(reasoning="The domain needs a lookup.", text="Looking it up. ",
+                                calls=[Call("lookup", {"domain": "a.b"})]),
                            Step(text="It is {{lookup.missing}}.")])
     return Agent(tools=[lookup], model=model)
 

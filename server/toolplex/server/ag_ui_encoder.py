@@ -9,6 +9,9 @@ toolplex                       AG-UI
 ``run.started``                ``RUN_STARTED`` (``protocolVersion``; ids in ``metadata``)
 ``step.started/finished``      ``STEP_STARTED/FINISHED`` (``stepName`` "step N")
 ``text.start/delta/end``       ``TEXT_MESSAGE_START/CONTENT/END``
+``reasoning.start``            ``REASONING_START`` + ``REASONING_MESSAGE_START``
+``reasoning.delta``            ``REASONING_MESSAGE_CONTENT``
+``reasoning.end``              ``REASONING_MESSAGE_END`` + ``REASONING_END``
 ``tool.call.start/delta/end``  ``TOOL_CALL_START/ARGS/END`` (``parentMessageId``)
 the call's terminal event      one ``TOOL_CALL_RESULT``: what the model was told
 queue, attempts, output,       ``ACTIVITY_SNAPSHOT`` then ``ACTIVITY_DELTA`` on one
@@ -34,6 +37,11 @@ from ag_ui.core import (
     BaseEvent,
     CustomEvent,
     Interrupt,
+    ReasoningEndEvent,
+    ReasoningMessageContentEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
     RunErrorEvent,
     RunFinishedCancelledOutcome,
     RunFinishedEvent,
@@ -76,6 +84,7 @@ class AgUiEncoder:
     thread_id: str
     run_id: str
     _text: set[str] = field(default_factory=set)
+    _reasoning: set[str] = field(default_factory=set)
     _steps: set[str] = field(default_factory=set)
     _calls: dict[str, _Call] = field(default_factory=dict)
     _job_calls: dict[str, str] = field(default_factory=dict)
@@ -114,6 +123,8 @@ class AgUiEncoder:
         if kind == "text.end":
             self._text.discard(f["message_id"])
             return [TextMessageEndEvent(message_id=f["message_id"], timestamp=ts)]
+        if kind.startswith("reasoning."):
+            return self._reasoning_events(kind, f["message_id"], f, ts)
         if kind == "tool.circuit_open":
             return [CustomEvent(name="toolplex.circuit_open", timestamp=ts,
                                 value={"tool": f["tool"], "failures": f["failures"]})]
@@ -126,6 +137,25 @@ class AgUiEncoder:
             return [*self._close(ts), RunErrorEvent(message=error["message"], code=error["code"],
                                                     timestamp=ts)]
         return None
+
+    def _reasoning_events(self, kind: str, message_id: str, f: dict[str, Any],
+                          ts: int) -> list[BaseEvent]:
+        # One reasoning span holding one reasoning message, both named by the message id.
+        if kind == "reasoning.start":
+            self._reasoning.add(message_id)
+            return [ReasoningStartEvent(message_id=message_id, timestamp=ts),
+                    ReasoningMessageStartEvent(message_id=message_id, role="reasoning",
+                                               timestamp=ts)]
+        if message_id not in self._reasoning:
+            return []
+        if kind == "reasoning.delta":
+            if not f["delta"]:
+                return []
+            return [ReasoningMessageContentEvent(message_id=message_id, delta=f["delta"],
+                                                 timestamp=ts)]
+        self._reasoning.discard(message_id)
+        return [ReasoningMessageEndEvent(message_id=message_id, timestamp=ts),
+                ReasoningEndEvent(message_id=message_id, timestamp=ts)]
 
     def _call_level(self, kind: str, f: dict[str, Any], ts: int) -> list[BaseEvent]:
         if kind.startswith("job.") and kind != "job.pending":
@@ -217,8 +247,10 @@ class AgUiEncoder:
 
     def _close(self, ts: int) -> list[BaseEvent]:
         """Close what is still open before the run's end (the client verifies it)."""
-        events: list[BaseEvent] = [TextMessageEndEvent(message_id=m, timestamp=ts)
-                                   for m in sorted(self._text)]
+        events: list[BaseEvent] = []
+        for message_id in sorted(self._reasoning):
+            events += self._reasoning_events("reasoning.end", message_id, {}, ts)
+        events += [TextMessageEndEvent(message_id=m, timestamp=ts) for m in sorted(self._text)]
         for call_id, call in self._calls.items():
             events += self._end_args(call_id, call, ts)
         events += [StepFinishedEvent(step_name=s, timestamp=ts) for s in sorted(self._steps)]

@@ -10,6 +10,7 @@ toolplex                        UI message stream part
 ``run.started``                 ``start`` (``messageId`` = run id; ids in metadata)
 ``step.started/finished``       ``start-step`` / ``finish-step``
 ``text.start/delta/end``        ``text-start`` / ``text-delta`` / ``text-end``
+``reasoning.start/delta/end``   ``reasoning-start`` / ``reasoning-delta`` / ``reasoning-end``
 ``tool.call.start/delta/end``   ``tool-input-start`` / ``-delta`` / ``-available``
 ``tool.output.delta``           ``tool-output-available`` ``preliminary: true``: the chunks
                                 so far, at most every 100 ms per call
@@ -77,6 +78,7 @@ class UIMessageStreamEncoder:
     interval: float = PRELIMINARY_INTERVAL
     _calls: dict[str, _Call] = field(default_factory=dict)
     _text: set[str] = field(default_factory=set)
+    _reasoning_open: set[str] = field(default_factory=set)
     _step_open: bool = False
     _jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -116,6 +118,8 @@ class UIMessageStreamEncoder:
         if kind == "text.end":
             self._text.discard(f["message_id"])
             return [{"type": "text-end", "id": f["message_id"]}]
+        if kind.startswith("reasoning."):
+            return self._reasoning(kind, f)
         if kind == "run.finished":
             if f["outcome"] == "cancelled":
                 return [*self._close(), {"type": "abort", "reason": "cancelled"}]
@@ -229,11 +233,25 @@ class UIMessageStreamEncoder:
                 {k: f[k] for k in ("status", "output", "error") if f.get(k) is not None})
         return [_data("job", job_id, dict(self._jobs[job_id]))]
 
+    def _reasoning(self, kind: str, f: dict[str, Any]) -> list[dict[str, Any]]:
+        message_id = f["message_id"]
+        if kind == "reasoning.start":
+            self._reasoning_open.add(message_id)
+            return [{"type": "reasoning-start", "id": message_id}]
+        if message_id not in self._reasoning_open:
+            return []
+        if kind == "reasoning.delta":
+            return [{"type": "reasoning-delta", "id": message_id, "delta": f["delta"]}]
+        self._reasoning_open.discard(message_id)
+        return [{"type": "reasoning-end", "id": message_id}]
+
     def _close(self) -> list[dict[str, Any]]:
-        parts = [{"type": "text-end", "id": m} for m in sorted(self._text)]
+        parts = [{"type": "reasoning-end", "id": m} for m in sorted(self._reasoning_open)]
+        parts += [{"type": "text-end", "id": m} for m in sorted(self._text)]
         if self._step_open:
             parts.append({"type": "finish-step"})
         self._text.clear()
+        self._reasoning_open.clear()
         self._step_open = False
         return parts
 
