@@ -177,6 +177,11 @@ class ScriptedModel:
         """The real client the model is reached through."""
 
     @property
+    def model(self) -> str:
+        """The model name it answers to (``scripted``)."""
+        return self.endpoint.model
+
+    @property
     def client(self) -> Any:
         """The ``openai`` SDK client (``AsyncOpenAI``) of :attr:`endpoint`."""
         return self.endpoint.client
