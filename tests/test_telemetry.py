@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import subprocess
 import sys
 import threading
@@ -19,6 +22,7 @@ from opentelemetry.util._once import Once
 
 from toolplex import Agent, Clock, Job, ToolError, UpstreamLimit, tool
 from toolplex.runner import Run
+from toolplex.server.logs import JSONFormatter
 from toolplex.session import Session
 from toolplex.telemetry import CAPTURE_CONTENT
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect, of_type
@@ -437,3 +441,32 @@ class TestContent:
             '{"domain": "acme.com", "employees": 120}')
         [root] = _named(spans, "invoke_agent")
         assert "secret input" in _attrs(root)["gen_ai.input.messages"]
+
+
+class TestLogs:
+    async def test_log_lines_inside_a_call_carry_its_trace_and_span_ids(
+            self, spans: InMemorySpanExporter) -> None:
+        out = io.StringIO()
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(JSONFormatter())
+        logger = logging.getLogger("toolplex.test_telemetry")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+        @tool
+        async def noisy(domain: str) -> str:
+            """Logs a line."""
+            logger.info("looking up %s", domain)
+            return "ok"
+
+        try:
+            await collect(Agent(tools=[noisy], model=_one_call("noisy")), "go")
+            logger.info("outside any run")
+        finally:
+            logger.removeHandler(handler)
+        inside, outside = (json.loads(line) for line in out.getvalue().splitlines())
+        [call_span] = _named(spans, "execute_tool")
+        assert inside["msg"] == "looking up acme.com"
+        assert inside["trace_id"] == format(call_span.context.trace_id, "032x")
+        assert inside["span_id"] == format(call_span.context.span_id, "016x")
+        assert "trace_id" not in outside and "span_id" not in outside

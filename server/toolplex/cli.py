@@ -150,9 +150,9 @@ def _serve(options: argparse.Namespace) -> int:
                         redis_url=options.redis or None,
                         public_url=options.public_url
                         or f"http://{options.host}:{options.port}")
-    from .server.logs import configure
+    from .server import configure_logging
 
-    configure(options.log_level)
+    configure_logging(options.log_level)
     log = logging.getLogger("toolplex")
     if model is None and not settings.webhook_secret:
         from .server.webhooks import generate_secret

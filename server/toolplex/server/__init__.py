@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .app import create_app
+from .logs import configure_logging
 from .settings import Settings
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["Settings", "configure_logging", "create_app"]

@@ -1,9 +1,11 @@
-"""Structured logs: one JSON object per line, with the session, run and call ids."""
+"""Structured logs: one JSON object per line, with the session, run and call ids, and the
+trace and span ids of the current OpenTelemetry span when tracing is on."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 _IDS = ("session_id", "run_id", "call_id", "job_id")
@@ -31,13 +33,30 @@ class JSONFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 out[key] = value
+        otel = sys.modules.get("opentelemetry.trace")
+        if otel is not None:  # [telemetry] never imported here: loaded by the application
+            span = otel.get_current_span().get_span_context()
+            if span.is_valid:
+                out["trace_id"] = format(span.trace_id, "032x")
+                out["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
-def configure(level: str = "info") -> None:
-    """Send toolplex's and uvicorn's logs to stderr as JSON lines."""
+def configure_logging(level: str = "info") -> None:
+    """Send toolplex's and uvicorn's logs to stderr as JSON lines.
+
+    ``toolplex serve`` calls it; an app served by a plain ``uvicorn`` calls it beside
+    :func:`create_app` (after uvicorn set up its own logging, so this replaces it).
+
+    Example::
+
+        from toolplex.server import configure_logging, create_app
+
+        configure_logging()
+        app = create_app(agent)   # uvicorn myapp:app
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter())
     for name in ("toolplex", "uvicorn", "uvicorn.access", "uvicorn.error"):
