@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context, trace
@@ -75,16 +76,7 @@ def _tracer() -> trace.Tracer | None:
     provider = trace.get_tracer_provider()
     if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
         return None  # no TracerProvider set: nothing happens
-    return provider.get_tracer("toolplex", _version())
-
-
-def _version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("toolplex")
-    except PackageNotFoundError:
-        return None
+    return provider.get_tracer("toolplex", version("toolplex"))
 
 
 def trace_run(run: _Run) -> RunTrace | None:

@@ -23,6 +23,7 @@ from . import ag_ui, ai_sdk, routes
 from .auth import install_redaction
 from .hub import Hub
 from .metrics import HTTPMetrics
+from .openapi import openapi
 from .settings import Settings
 from .ws import websocket_endpoint
 
@@ -101,6 +102,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         Route("/", index),
         Route("/healthz", routes.healthz),
         Route("/metrics", routes.metrics),
+        Route("/openapi.json", openapi),
         Route("/v1/sessions", routes.create_session, methods=["POST"]),
         WebSocketRoute("/v1/sessions/{session_id}/ws", websocket_endpoint),
         Route("/v1/sessions/{session_id}/events", routes.events),
