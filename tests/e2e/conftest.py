@@ -202,3 +202,19 @@ def toolplex_serve(tmp_path: Path) -> Iterator[Callable[..., Serving]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def wait_healthy(url: str, process: subprocess.Popen[Any], seconds: float = 30) -> None:
+    """Wait until ``{url}/healthz`` answers 200; fail if ``process`` exits first."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, f"the server at {url} exited ({process.returncode})"
+        assert time.monotonic() < deadline, f"the server at {url} did not start"
+        time.sleep(0.05)

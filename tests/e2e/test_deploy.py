@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import pytest
 import yaml
 
 from toolplex.testing import RedisServer, check_protocol
+
+from .conftest import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-deploy-key"
@@ -37,12 +37,6 @@ def _compose() -> dict[str, Any]:
 def _toolplex_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: service for name, service in compose["services"].items()
             if service.get("command", [None])[0] == "toolplex"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _value(text: str) -> str:
@@ -97,17 +91,11 @@ class _Process:
             self.popen = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
                                           stderr=stderr, cwd=log.parent)
 
-    def wait_healthy(self, seconds: float = 30) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{self.url} did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+    def wait_healthy(self) -> None:
+        try:
+            wait_healthy(self.url, self.popen)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.log.read_text()}") from None
 
     def stop(self) -> None:
         self.popen.terminate()
@@ -126,7 +114,7 @@ def compose_processes(tmp_path: Path) -> Iterator[list[_Process]]:
         processes: list[_Process] = []
         try:
             for name, service in _toolplex_services(_compose()).items():
-                port = _free_port()
+                port = free_port()
                 argv = [str(toolplex), *service["command"][1:]]
                 # What differs on one machine: loopback, a port each, the test's Redis.
                 argv = _option(argv, "--host", "127.0.0.1")

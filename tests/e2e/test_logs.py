@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from .conftest import free_port, wait_healthy
 
 _APP = '''\
 from toolplex.server import configure_logging, create_app
@@ -19,29 +19,15 @@ app = create_app()
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_create_app_under_plain_uvicorn_logs_json_lines(tmp_path: Path) -> None:
     (tmp_path / "plain_app.py").write_text(_APP)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "plain_app:app",
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "uvicorn did not start"
-            time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{port}", server)
         session = httpx.post(f"http://127.0.0.1:{port}/v1/sessions").json()
     finally:
         server.terminate()
