@@ -163,6 +163,28 @@ export const CALL_HANDLERS = Object.freeze({
 });
 
 /**
+ * Fail the calls among `callIds` that have not ended (their run ended without their
+ * terminal event: a gap, or a restart). Pending jobs are left alone: they outlive runs.
+ *
+ * @param {ViewState} s
+ * @param {string[]} callIds
+ * @param {{code: string, message: string}} error
+ * @param {number} ts
+ * @returns {ViewState}
+ * @example
+ * endOpenCalls(state, run.callIds, {code: 'interrupted', message: 'restarted'}, ts);
+ */
+export function endOpenCalls(s, callIds, error, ts) {
+  let calls = s.calls;
+  for (const id of callIds) {
+    const c = calls[id];
+    if (!c || ENDED.has(c.status)) continue;
+    calls = { ...calls, [id]: finish({ ...c, status: 'failed', error }, ts, 'failed') };
+  }
+  return calls === s.calls ? s : { ...s, calls };
+}
+
+/**
  * Update a call, creating it on first sight (after a gap a call may have no start).
  *
  * @param {ViewState} s

@@ -10,7 +10,7 @@ import { backoff } from './backoff.js';
 import { ClientErrorEvent, FrameEvent, LogEvent, StateEvent, StatusEvent, untilOpen } from './events.js';
 import { createSession, hasHttpRoute, httpBase, postCommand } from './http.js';
 import { SSEReader } from './sse.js';
-import { initialState, reduce } from './view.js';
+import { foldSnapshot, initialState, reduce } from './view.js';
 
 export { backoff, createSession };
 
@@ -74,6 +74,9 @@ export class ToolplexClient extends EventTarget {
   #status = 'idle';
   #closed = true;
   #http = Promise.resolve();
+  #refs = 0;
+  /** @type {Map<string, {resolve: (runId: string) => void, reject: (err: Error) => void, sent: boolean}>} */
+  #pending = new Map();
 
   /** @param {Partial<ClientOptions>} [options] merged over {@link DEFAULTS} */
   constructor(options = {}) {
@@ -107,6 +110,16 @@ export class ToolplexClient extends EventTarget {
    */
   connect() {
     if (!this.#closed) return Promise.resolve(this);
+    if (this.#transport === 'ws' && typeof (this.#o.WebSocket ?? globalThis.WebSocket) !== 'function') {
+      // Retrying cannot help: there is nothing to open a WebSocket with.
+      const error = {
+        code: 'no_websocket',
+        message: "transport 'ws' needs a WebSocket implementation: pass {WebSocket} "
+          + "(in Node, the 'ws' package's) or use transport 'sse'",
+      };
+      this.dispatchEvent(new ClientErrorEvent(error, true));
+      return Promise.reject(Object.assign(new Error(error.message), { code: error.code }));
+    }
     this.#closed = false;
     this.#attempt = 0;
     const opened = untilOpen(this);
@@ -126,6 +139,7 @@ export class ToolplexClient extends EventTarget {
     ws?.close(CLOSE.NORMAL);
     this.#sse?.close();
     this.#sse = null;
+    this.#settleAll({ code: 'closed', message: 'the client was closed before the server answered' });
     this.#setStatus('closed');
   }
 
@@ -147,8 +161,26 @@ export class ToolplexClient extends EventTarget {
     return 'sent';
   }
 
-  /** @param {string | object[]} input text or chat messages @returns {'sent' | 'queued'} */
-  run(input) { return this.send({ type: 'run.start', input }); }
+  /**
+   * Start a run (sent now, or queued until the connection is open).
+   *
+   * @param {string | object[]} input text or chat messages
+   * @returns {Promise<string>} the run id, once the server accepted the run; rejects
+   *   with the refusal (`.code`, e.g. `run_active`), which is also dispatched as
+   *   `command-error`
+   */
+  run(input) {
+    this.#refs += 1;
+    const ref = `run-${this.#refs}`;
+    /** @type {Promise<string>} */
+    const accepted = new Promise((resolve, reject) => {
+      this.#pending.set(ref, { resolve, reject, sent: false });
+    });
+    // A caller that only listens to events need not handle the promise.
+    accepted.catch(() => {});
+    this.send({ type: 'run.start', input, ref });
+    return accepted;
+  }
   /** @param {string} runId the run to cancel @returns {'sent' | 'queued'} */
   cancel(runId) { return this.send({ type: 'run.cancel', run_id: runId }); }
   /** @param {string} callId the tool call to cancel @returns {'sent' | 'queued'} */
@@ -195,6 +227,10 @@ export class ToolplexClient extends EventTarget {
     ws.onclose = (/** @type {{code: number, reason?: string}} */ c) => {
       if (ws !== this.#ws) return;
       this.#ws = null;
+      this.#settleAll({
+        code: 'disconnected',
+        message: 'the connection closed before the server answered: the run may have started',
+      }, true);
       if (c.code === CLOSE.AUTH_REFUSED) {
         this.#fail({ code: 'auth_refused', message: c.reason || 'the server refused the token' });
       } else {
@@ -242,11 +278,45 @@ export class ToolplexClient extends EventTarget {
       this.dispatchEvent(new FrameEvent('gap', frame));
     } else if (frame.type === 'stream.snapshot' || frame.type === 'snapshot') {
       for (const event of Array.isArray(frame.events) ? frame.events : []) this.#apply(event);
+      // [protocol] the snapshot's messages are the conversation the gap took away.
+      const next = foldSnapshot(this.#state, frame);
+      if (next !== this.#state) {
+        this.#state = next;
+        this.dispatchEvent(new StateEvent(this.#state, null));
+      }
       this.dispatchEvent(new FrameEvent('snapshot', frame));
     } else if (typeof frame.seq === 'number') {
       this.#apply(frame);
+    } else if (frame.type === 'command.ok') {
+      this.#settle(frame.ref, null, frame.run_id);
     } else if (frame.type === 'command.error' || (frame.error && typeof frame.error === 'object')) {
+      this.#settle(frame.ref, frame.error);
       this.dispatchEvent(new FrameEvent('command-error', frame));
+    }
+  }
+
+  /**
+   * Resolve or reject the `run()` waiting for the answer to command `ref`.
+   *
+   * @param {unknown} ref
+   * @param {{code: string, message: string} | null} error
+   * @param {string} [runId]
+   */
+  #settle(ref, error, runId) {
+    const waiting = typeof ref === 'string' ? this.#pending.get(ref) : undefined;
+    if (!waiting) return;
+    this.#pending.delete(/** @type {string} */ (ref));
+    if (error) waiting.reject(Object.assign(new Error(error.message), { code: error.code }));
+    else waiting.resolve(runId ?? '');
+  }
+
+  /**
+   * @param {{code: string, message: string}} error
+   * @param {boolean} [sentOnly] only the commands that went out (queued ones still will)
+   */
+  #settleAll(error, sentOnly = false) {
+    for (const [ref, waiting] of [...this.#pending]) {
+      if (!sentOnly || waiting.sent) this.#settle(ref, error);
     }
   }
 
@@ -267,6 +337,8 @@ export class ToolplexClient extends EventTarget {
 
   /** @param {Command} command */
   #deliver(command) {
+    const waiting = command.ref ? this.#pending.get(command.ref) : undefined;
+    if (waiting) waiting.sent = true;
     if (this.#transport === 'ws') { this.#ws.send(JSON.stringify(command)); return; }
     // Over HTTP, keep commands in order: each request starts after the previous one ends.
     this.#http = this.#http.then(() => this.#post(command));
@@ -275,9 +347,10 @@ export class ToolplexClient extends EventTarget {
   /** @param {Command} command */
   async #post(command) {
     const { baseUrl, fetch } = this.#o;
-    const error = await postCommand(command, { baseUrl, fetch, sessionId: this.#sessionId, token: this.#token });
-    if (!error) return;
-    this.dispatchEvent(new FrameEvent('command-error', { type: 'command.error', error, ref: command.type }));
+    const { error, body } = await postCommand(command, { baseUrl, fetch, sessionId: this.#sessionId, token: this.#token });
+    if (!error) { this.#settle(command.ref, null, body?.run_id); return; }
+    this.#settle(command.ref, error);
+    this.dispatchEvent(new FrameEvent('command-error', { type: 'command.error', error, ref: command.ref ?? command.type }));
   }
 
   /** @param {number} [code] the close code that ended the last connection */

@@ -56,14 +56,15 @@ export function hasHttpRoute(type) {
  *
  * @param {Command} command a command with an HTTP route
  * @param {{baseUrl: string, sessionId: string, token: string, fetch?: typeof fetch | null}} target
- * @returns {Promise<{code: string, message: string} | null>} null when accepted, else the error
+ * @returns {Promise<{error: {code: string, message: string} | null, body: any}>} the
+ *   error (null when accepted) and the answer's JSON body (`{run_id}` for `run.start`)
  * @example
- * const error = await postCommand({type: 'run.start', input: 'hi'},
+ * const {error, body} = await postCommand({type: 'run.start', input: 'hi'},
  *   {baseUrl: '', sessionId: 's_1', token: 't'});
  */
 export async function postCommand(command, { baseUrl, sessionId, token, fetch: fetchImpl = null }) {
   const route = /** @type {any} */ (ROUTES)[command.type];
-  if (!route) return { code: 'unsupported', message: `${command.type} has no HTTP route` };
+  if (!route) return { error: { code: 'unsupported', message: `${command.type} has no HTTP route` }, body: null };
   const [path, body] = route(command, encodeURIComponent(sessionId));
   const f = fetchImpl ?? globalThis.fetch.bind(globalThis);
   try {
@@ -73,11 +74,11 @@ export async function postCommand(command, { baseUrl, sessionId, token, fetch: f
         Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', Accept: 'application/json',
       },
     });
-    if (res.ok) return null;
     const payload = await res.json().catch(() => ({}));
-    return payload?.error ?? { code: 'http', message: `POST ${path}: HTTP ${res.status}` };
+    if (res.ok) return { error: null, body: payload };
+    return { error: payload?.error ?? { code: 'http', message: `POST ${path}: HTTP ${res.status}` }, body: payload };
   } catch (err) {
-    return { code: 'network', message: String(/** @type {any} */ (err)?.message ?? err) };
+    return { error: { code: 'network', message: String(/** @type {any} */ (err)?.message ?? err) }, body: null };
   }
 }
 

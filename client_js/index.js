@@ -11,4 +11,4 @@ export { CALL_STATUSES } from './calls.js';
 export { DEFAULTS, ToolplexClient, createSession } from './client.js';
 export { ClientErrorEvent, FrameEvent, LogEvent, StateEvent, StatusEvent } from './events.js';
 export { SSEMessageEvent, SSEParser, SSEReader, SSE_DEFAULTS } from './sse.js';
-export { initialState, reduce, replay } from './view.js';
+export { foldSnapshot, initialState, reduce, replay } from './view.js';

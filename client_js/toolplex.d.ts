@@ -72,18 +72,22 @@ export type ToolplexEvent =
 
 export interface StreamHello { type: 'stream.hello'; session_id: string; head_seq: number; resume_from: number }
 export interface StreamGap { type: 'stream.gap'; from_seq: number; to_seq: number }
-/** The frame after a gap; `events`, when present, are folded like logged events. */
-export interface StreamSnapshot { type: 'stream.snapshot' | 'snapshot'; events?: ToolplexEvent[]; [key: string]: unknown }
+/** The frame after a gap: `messages` is the session's chat history (folded by {@link foldSnapshot}); `events`, when present, are folded like logged events. */
+export interface StreamSnapshot { type: 'stream.snapshot' | 'snapshot'; session_id?: string; messages?: object[]; events?: ToolplexEvent[]; [key: string]: unknown }
 export interface CommandError { type: 'command.error'; error: ErrorInfo; ref?: unknown }
+/** The answer to an accepted command that carried a `ref` (WebSocket; not logged). */
+export interface CommandOk { type: 'command.ok'; ref: string; run_id?: string }
 
 // ---------------------------------------------------------------- commands
 
-export type Command =
+/** `ref`: a correlation id of the client's, echoed on `command.ok` and `command.error`. */
+export type Command = (
   | { type: 'run.start'; input: string | object[] }
   | { type: 'run.cancel'; run_id: string }
   | { type: 'tool.cancel'; call_id: string }
   | { type: 'job.complete'; job_id: string; output: unknown }
-  | { type: 'subscribe'; after: number };
+  | { type: 'subscribe'; after: number }
+) & { ref?: string };
 
 // ---------------------------------------------------------------- view model
 
@@ -118,6 +122,10 @@ export interface MessageView {
   status: 'streaming' | 'done';
   startedAt: number;
   endedAt: number | null;
+  /** Tools the message called (messages from a snapshot's history). */
+  tools?: string[];
+  /** True for a message folded from `stream.snapshot` rather than streamed. */
+  snapshot?: boolean;
 }
 
 export interface ChunkView { index: number; data: unknown; ts: number }
@@ -217,6 +225,7 @@ export declare const CALL_STATUSES: readonly CallStatus[];
 export declare function initialState(): ViewState;
 export declare function reduce(state: ViewState, event: ToolplexEvent | { type: string; seq?: number; ts?: number }): ViewState;
 export declare function replay(events: Iterable<ToolplexEvent>, state?: ViewState): ViewState;
+export declare function foldSnapshot(state: ViewState, frame: { messages?: unknown }): ViewState;
 
 // ---------------------------------------------------------------- backoff, SSE
 
@@ -317,7 +326,8 @@ export declare class ToolplexClient extends EventTarget {
   connect(): Promise<this>;
   close(): void;
   send(command: Command): 'sent' | 'queued';
-  run(input: string | object[]): 'sent' | 'queued';
+  /** Resolves to the run id once the server accepted the run; rejects with its refusal. */
+  run(input: string | object[]): Promise<string>;
   cancel(runId: string): 'sent' | 'queued';
   cancelCall(callId: string): 'sent' | 'queued';
   completeJob(jobId: string, output: unknown): 'sent' | 'queued';

@@ -7,7 +7,7 @@
  * @module view
  */
 
-import { CALL_HANDLERS } from './calls.js';
+import { CALL_HANDLERS, endOpenCalls } from './calls.js';
 
 /** @typedef {import('./toolplex.js').ViewState} ViewState */
 /** @typedef {import('./toolplex.js').RunView} RunView */
@@ -104,12 +104,12 @@ const HANDLERS = {
   'step.finished': (s, e) => withRun(s, e.run_id, (r) => ({
     ...r, steps: r.steps.map((st) => (st.step === e.step ? { ...st, finishedAt: e.ts } : st)),
   })),
-  'run.finished': (s, e) => withRun(s, e.run_id, (r) => ({
+  'run.finished': (s, e) => endRun(withRun(s, e.run_id, (r) => ({
     ...r, status: 'finished', outcome: e.outcome, usage: e.usage ?? null, finishedAt: e.ts,
-  })),
-  'run.error': (s, e) => withRun(s, e.run_id, (r) => ({
+  })), e),
+  'run.error': (s, e) => endRun(withRun(s, e.run_id, (r) => ({
     ...r, status: 'error', error: e.error, finishedAt: e.ts,
-  })),
+  })), e),
   'text.start': (s, e) => withMessage(s, e, (m) => ({ ...m, role: e.role ?? m.role })),
   'text.delta': (s, e) => withMessage(s, e, (m) => ({ ...m, text: m.text + (e.delta ?? '') })),
   'text.end': (s, e) => withMessage(s, e, (m) => ({ ...m, status: 'done', endedAt: e.ts })),
@@ -122,6 +122,88 @@ const HANDLERS = {
     ...m, role: 'reasoning', status: 'done', endedAt: e.ts,
   })),
 };
+
+/**
+ * Fold a `stream.snapshot` frame's `messages` (the session's chat history, sent after a
+ * `stream.gap` in place of the events the log no longer has) into the view model, so a
+ * page that reconnects after a restart or a long absence still shows the conversation.
+ * User and assistant messages become done {@link MessageView}s with `runId: null` and
+ * `snapshot: true`, appended to the feed; messages the view already shows (a run's
+ * input, a streamed message with the same text) are not added twice.
+ *
+ * @param {ViewState} state the current view model (never mutated)
+ * @param {{messages?: unknown}} frame the snapshot frame
+ * @returns {ViewState} the next view model (the same object when nothing was added)
+ * @example
+ * const s = foldSnapshot(initialState(), {type: 'stream.snapshot',
+ *   messages: [{role: 'user', content: 'Enrich acme.com'}]});
+ * s.feed; // [{kind: 'message', id: 'h0_0'}]
+ */
+export function foldSnapshot(state, frame) {
+  const history = Array.isArray(frame?.messages) ? frame.messages : [];
+  /** @type {Map<string, number>} */
+  const shown = new Map();
+  const count = (/** @type {string} */ key) => shown.set(key, (shown.get(key) ?? 0) + 1);
+  for (const m of Object.values(state.messages)) count(`${m.role}\u0000${m.text}`);
+  for (const id of state.runOrder) {
+    const input = state.runs[id].input;
+    if (typeof input === 'string') count(`user\u0000${input}`);
+  }
+  let { messages, feed } = state;
+  history.forEach((m, i) => {
+    if (!m || (m.role !== 'user' && m.role !== 'assistant')) return;
+    const text = contentText(m.content);
+    const tools = Array.isArray(m.tool_calls)
+      ? m.tool_calls.map((/** @type {any} */ c) => c?.function?.name).filter((/** @type {unknown} */ n) => typeof n === 'string')
+      : [];
+    if (!text && !tools.length) return;
+    const key = `${m.role}\u0000${text}`;
+    const left = shown.get(key) ?? 0;
+    if (left > 0) { shown.set(key, left - 1); return; }
+    // Ids from the snapshot's place in the log: a second snapshot at the same cursor adds nothing.
+    const id = `h${state.lastSeq}_${i}`;
+    if (messages[id]) return;
+    messages = { ...messages, [id]: {
+      id, runId: null, role: m.role, text, status: 'done', startedAt: state.lastTs ?? 0,
+      endedAt: null, tools, snapshot: true,
+    } };
+    feed = [...feed, { kind: 'message', id }];
+  });
+  return messages === state.messages ? state : { ...state, messages, feed };
+}
+
+/**
+ * @param {unknown} content a chat message's content: text, or a list of parts
+ * @returns {string} its text
+ */
+function contentText(content) {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content.map((p) => (typeof p === 'string' ? p : typeof p?.text === 'string' ? p.text : '')).join('');
+}
+
+/**
+ * A run's terminal event closes what it left open: a message still streaming is done,
+ * and a call with no terminal event of its own (lost in a gap, or a run ended by a
+ * restart) is failed with the run's reason instead of staying "running".
+ *
+ * @param {ViewState} s
+ * @param {any} e the run.finished or run.error event
+ * @returns {ViewState}
+ */
+function endRun(s, e) {
+  const run = s.runs[e.run_id];
+  if (!run) return s;
+  let messages = s.messages;
+  for (const id of run.messageIds) {
+    if (messages[id]?.status === 'streaming') {
+      messages = { ...messages, [id]: { ...messages[id], status: 'done', endedAt: e.ts } };
+    }
+  }
+  const error = e.error ?? { code: 'run_ended', message: 'the run ended before this call did' };
+  const next = messages === s.messages ? s : { ...s, messages };
+  return endOpenCalls(next, run.callIds, error, e.ts);
+}
 
 /**
  * @param {ViewState} s

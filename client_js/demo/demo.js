@@ -165,7 +165,8 @@ function toast(text) {
 function ask(text) {
   const message = text.trim();
   if (!message || !client) return;
-  if (client.run(message) === 'queued') toast('Offline: your message goes out when the connection is back.');
+  if (client.status !== 'open') toast('Offline: your message goes out when the connection is back.');
+  client.run(message).catch(() => { /* a refusal is shown by the command-error toast */ });
 }
 
 $('#composer').addEventListener('submit', (e) => {

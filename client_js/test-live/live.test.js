@@ -76,7 +76,7 @@ test('an enrichment run survives a dropped connection with every event once', { 
 
   const firstTool = waitFor(client, (e) => e.type === 'tool.exec.started', 'the first tool to start');
   const finished = waitFor(client, (e) => e.type === 'run.finished' || e.type === 'run.error', 'the run to end');
-  assert.equal(client.run('Enrich acme.com'), 'sent');
+  assert.match(await client.run('Enrich acme.com'), /^r_/, 'run() resolves to the run id');
   await firstTool;
 
   // Drop the connection mid-run, as a network would: the run goes on, the client resumes.

@@ -96,13 +96,13 @@ describe('WebSocket client', () => {
   test('commands sent while disconnected are queued and flushed after the subscribe', async () => {
     const { WS, ws, client } = await connected();
     ws.serverClose(1006);
-    assert.equal(client.run('Search race'), 'queued');
+    client.run('Search race');
     assert.equal(client.cancelCall('c_9'), 'queued');
     await until(() => WS.instances.length === 2);
     WS.instances[1].serverOpen();
     assert.deepEqual(WS.instances[1].sent, [
       { type: 'subscribe', after: 0 },
-      { type: 'run.start', input: 'Search race' },
+      { type: 'run.start', input: 'Search race', ref: 'run-1' },
       { type: 'tool.cancel', call_id: 'c_9' },
     ]);
     assert.equal(client.cancel('r_1'), 'sent');
@@ -116,7 +116,7 @@ describe('WebSocket client', () => {
     client.cancelCall('c_1');
     client.completeJob('j_1', { approved: true });
     assert.deepEqual(ws.sent.slice(1), [
-      { type: 'run.start', input: 'hi' },
+      { type: 'run.start', input: 'hi', ref: 'run-1' },
       { type: 'run.cancel', run_id: 'r_1' },
       { type: 'tool.cancel', call_id: 'c_1' },
       { type: 'job.complete', job_id: 'j_1', output: { approved: true } },
@@ -185,6 +185,87 @@ describe('WebSocket client', () => {
     assert.deepEqual(frames, ['hello', 'gap', 'snapshot', 'command-error']);
     assert.deepEqual(seen.map((e) => e.seq), [41, 42], 'snapshot events are folded like logged ones');
     assert.deepEqual(client.state.gaps, [{ from_seq: 1, to_seq: 40 }]);
+    client.close();
+  });
+
+  test('run() resolves to the run id the server accepted (command.ok)', async () => {
+    const { ws, client } = await connected();
+    const started = client.run('Enrich acme.com');
+    const frame = ws.sent.at(-1);
+    assert.equal(frame.type, 'run.start');
+    ws.serverSend({ type: 'command.ok', ref: frame.ref, run_id: 'r_42' });
+    assert.equal(await started, 'r_42');
+    client.close();
+  });
+
+  test('run() rejects with the refusal, which is also a command-error', async () => {
+    const { ws, client } = await connected();
+    const errors = /** @type {any[]} */ ([]);
+    client.addEventListener('command-error', (e) => errors.push(/** @type {any} */ (e).frame.error.code));
+    const started = client.run('again');
+    ws.serverSend({ type: 'command.error', ref: ws.sent.at(-1).ref,
+      error: { code: 'run_active', message: 'a run is already active' } });
+    await assert.rejects(started, { code: 'run_active' });
+    assert.deepEqual(errors, ['run_active']);
+    client.close();
+  });
+
+  test('a run() queued while offline resolves after the reconnect', async () => {
+    const { WS, ws, client } = await connected();
+    ws.serverClose(1006);
+    const started = client.run('later');
+    await until(() => WS.instances.length === 2);
+    WS.instances[1].serverOpen();
+    const frame = WS.instances[1].sent.find((f) => f.type === 'run.start');
+    WS.instances[1].serverSend({ type: 'command.ok', ref: frame.ref, run_id: 'r_7' });
+    assert.equal(await started, 'r_7');
+    client.close();
+  });
+
+  test('a run() sent but unanswered when the socket drops rejects, not hangs', async () => {
+    const { ws, client } = await connected();
+    const started = client.run('lost');
+    ws.serverClose(1006);
+    await assert.rejects(started, { code: 'disconnected' });
+    client.close();
+  });
+
+  test("transport 'ws' with no WebSocket implementation rejects connect() clearly", async () => {
+    const saved = globalThis.WebSocket;
+    // @ts-ignore: Node 20 has no global WebSocket; Node 22 has one, hidden here.
+    delete globalThis.WebSocket;
+    try {
+      const client = new ToolplexClient({ baseUrl: 'http://x', sessionId: 's', token: 't', transport: 'ws' });
+      const errors = /** @type {any[]} */ ([]);
+      client.addEventListener('error', (e) => errors.push(e));
+      await assert.rejects(client.connect(), (err) => {
+        assert.equal(/** @type {any} */ (err).code, 'no_websocket');
+        assert.match(String(/** @type {any} */ (err).message), /WebSocket implementation/);
+        return true;
+      });
+      assert.deepEqual([errors[0].error.code, errors[0].fatal], ['no_websocket', true]);
+    } finally {
+      if (saved) globalThis.WebSocket = saved;
+    }
+  });
+
+  test('a snapshot\'s messages are folded into the view model', async () => {
+    const { ws, client } = await connected();
+    const states = /** @type {any[]} */ ([]);
+    client.addEventListener('state', (e) => states.push(/** @type {any} */ (e).state));
+    ws.serverSend({ type: 'stream.gap', from_seq: 1, to_seq: 30 });
+    ws.serverSend({ type: 'stream.snapshot', session_id: 's_1', messages: [
+      { role: 'user', content: 'Enrich acme.com' },
+      { role: 'assistant', content: 'Researching.', tool_calls: [{ id: 'x', type: 'function', function: { name: 'apollo', arguments: '{}' } }] },
+      { role: 'tool', tool_call_id: 'x', content: '{"company": "Acme"}' },
+      { role: 'assistant', content: 'Acme is a Lyon company.' },
+    ] });
+    const shown = client.state.feed.map((f) => client.state.messages[f.id]).map((m) => [m.role, m.text, m.tools]);
+    assert.deepEqual(shown, [
+      ['user', 'Enrich acme.com', []], ['assistant', 'Researching.', ['apollo']],
+      ['assistant', 'Acme is a Lyon company.', []],
+    ]);
+    assert.equal(states.length, 1, 'one state event for the snapshot');
     client.close();
   });
 

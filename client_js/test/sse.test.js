@@ -102,7 +102,7 @@ describe('SSE transport', () => {
     assert.deepEqual(seen, [1, 2, 3, 4, 5, 6], 'the resumed stream overlapped; each seq once');
     assert.equal(f.calls[0].url, 'http://x/v1/sessions/s%201/events');
     assert.equal(f.calls[1].init.headers['Last-Event-ID'], '4');
-    client.run('Batch job');
+    const runId = client.run('Batch job');
     client.cancel('r_1');
     client.cancelCall('c_1');
     client.completeJob('j_1', { approved: false });
@@ -113,6 +113,7 @@ describe('SSE transport', () => {
       ['http://x/v1/sessions/s%201/calls/c_1/cancel', {}, 'Bearer t'],
       ['http://x/v1/jobs/j_1/complete', { output: { approved: false } }, 'Bearer t'],
     ]);
+    assert.equal(await runId, 'r_9', "run() resolves to the 202's run_id");
     client.close();
   });
 
@@ -133,7 +134,7 @@ describe('SSE transport', () => {
     client.run('x');
     await until(() => errors.length === 1);
     assert.deepEqual(errors[0], { type: 'command.error', error: { code: 'busy', message: 'a run is active' },
-      ref: 'run.start' });
+      ref: 'run-1' });
     client.close();
   });
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { eventRecorder, sampleSession } from '../testing.js';
-import { CALL_STATUSES, initialState, reduce, replay } from '../toolplex.js';
+import { CALL_STATUSES, foldSnapshot, initialState, reduce, replay } from '../toolplex.js';
 
 /** Freeze deeply, so any mutation by the reducer throws (ES modules are strict). */
 function deepFreeze(value) {
@@ -166,5 +166,64 @@ describe('cursor and idempotence', () => {
   test('every call status the reducer produces is a documented one', () => {
     const s = replay(sampleSession());
     for (const c of Object.values(s.calls)) assert.ok(CALL_STATUSES.includes(c.status), c.status);
+  });
+});
+
+describe('a run that ends leaves nothing running', () => {
+  test('run.error interrupted fails the calls and ends the messages it left open', () => {
+    const ev = eventRecorder();
+    const s = fold(initialState(), [
+      ev('run.started', { run_id: 'r_1', trigger: 'user', input: 'Enrich acme.com' }),
+      ev('text.start', { run_id: 'r_1', message_id: 'm_1', role: 'assistant' }),
+      ev('text.delta', { run_id: 'r_1', message_id: 'm_1', delta: 'Looking' }),
+      ev('tool.call.start', { run_id: 'r_1', call_id: 'c_1', name: 'apollo', message_id: 'm_1' }),
+      ev('tool.exec.started', { run_id: 'r_1', call_id: 'c_1', attempt: 1, timeout_ms: 5000 }),
+      ev('run.error', { run_id: 'r_1', error: { code: 'interrupted', message: 'the server restarted' } }),
+    ]);
+    assert.equal(s.runs.r_1.status, 'error');
+    assert.equal(s.calls.c_1.status, 'failed', 'no call stays running once its run ended');
+    assert.equal(s.calls.c_1.error?.code, 'interrupted');
+    assert.notEqual(s.calls.c_1.timings.endedAt, null, 'its timeline bar stops');
+    assert.equal(s.messages.m_1.status, 'done');
+  });
+
+  test('a call that ended on its own keeps its outcome', () => {
+    const ev = eventRecorder();
+    const s = fold(initialState(), [
+      ev('run.started', { run_id: 'r_1', trigger: 'user' }),
+      ev('tool.call.start', { run_id: 'r_1', call_id: 'c_1', name: 'a' }),
+      ev('tool.result', { run_id: 'r_1', call_id: 'c_1', output: 1, partial: false }),
+      ev('run.finished', { run_id: 'r_1', outcome: 'success' }),
+    ]);
+    assert.equal(s.calls.c_1.status, 'succeeded');
+  });
+});
+
+describe('snapshot messages', () => {
+  const history = [
+    { role: 'system', content: 'be brief' },
+    { role: 'user', content: 'Enrich acme.com' },
+    { role: 'assistant', content: null, tool_calls: [{ id: 'x', function: { name: 'apollo', arguments: '{}' } }] },
+    { role: 'tool', tool_call_id: 'x', content: '{}' },
+    { role: 'assistant', content: [{ type: 'text', text: 'Acme: ' }, { type: 'text', text: '120 people.' }] },
+  ];
+
+  test('user and assistant messages become done messages in the feed, in order', () => {
+    const s = foldSnapshot(initialState(), { messages: history });
+    const shown = s.feed.map((f) => s.messages[f.id]);
+    assert.deepEqual(shown.map((m) => [m.role, m.text, m.tools, m.status, m.snapshot, m.runId]), [
+      ['user', 'Enrich acme.com', [], 'done', true, null],
+      ['assistant', '', ['apollo'], 'done', true, null],
+      ['assistant', 'Acme: 120 people.', [], 'done', true, null],
+    ]);
+  });
+
+  test('what the view already shows is not added twice, and a repeated snapshot adds nothing', () => {
+    const ev = eventRecorder();
+    const s = fold(initialState(), [ev('run.started', { run_id: 'r_1', trigger: 'user', input: 'Enrich acme.com' })]);
+    const once = foldSnapshot(s, { messages: history });
+    assert.equal(once.feed.filter((f) => f.kind === 'message').length, 2, "the run's input is not repeated");
+    assert.equal(foldSnapshot(once, { messages: history }), once, 'the same object: nothing new');
+    assert.equal(foldSnapshot(s, { messages: 'nope' }), s);
   });
 });

@@ -122,6 +122,22 @@ class TestRun:
         assert error["ref"] == "r2"
         assert error["error"]["code"] == "run_active"
 
+    async def test_an_accepted_run_start_with_a_ref_is_answered_with_its_run_id(
+            self, serve) -> None:
+        served = serve(_agent())
+        sid, token = served.session()
+        async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}&after=0") as ws:
+            await _recv(ws)
+            await ws.send(json.dumps({"type": "run.start", "input": "count", "ref": "mine"}))
+            frames = []
+            while not any(f["type"] == "command.ok" for f in frames) or not any(
+                    f["type"] == "run.started" for f in frames):
+                frames.append(await _recv(ws))
+        (ok,) = [f for f in frames if f["type"] == "command.ok"]
+        (started,) = [f for f in frames if f["type"] == "run.started"]
+        assert ok == {"type": "command.ok", "ref": "mine", "run_id": started["run_id"]}
+        assert "seq" not in ok, "command.ok is not logged"
+
     async def test_run_cancel_and_tool_cancel_commands(self, serve) -> None:
         served = serve(_agent(ticks=500))
         sid, token = served.session()

@@ -126,7 +126,10 @@ class _Connection:
             if isinstance(command, Subscribe):
                 self.subscribe(tg, command.after)
                 return
-            self.hub.execute(self.session, command)
+            result = self.hub.execute(self.session, command)
+            if ref is not None:
+                # [protocol] an accepted command with a ref is answered command.ok (not logged).
+                await self.send({"type": "command.ok", "ref": ref, **result})
         except ProtocolError as exc:
             if exc.code == "bad_json":
                 self.bad_frames += 1
