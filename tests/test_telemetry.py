@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -220,6 +221,25 @@ class TestSpans:
         [root] = _named(spans, "invoke_agent")
         assert root.status.status_code is StatusCode.ERROR
         assert _attrs(root)["error.type"] == "model_truncated"
+
+    async def test_a_run_cancelled_mid_response_ends_every_span(
+            self, spans: InMemorySpanExporter) -> None:
+        model = ScriptedModel([Step(text="a long answer, token by token", token_delay=0.05)])
+        agent = Agent(model=model)
+        session = agent.session()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                run = agent.start(session, "go", tg)
+                async with aclosing(session.log.tail(0)) as events:
+                    async for event in events:
+                        if getattr(event, "type", "") == "text.delta":
+                            run.cancel()
+                            break
+        [root] = _named(spans, "invoke_agent")
+        [chat] = _named(spans, "chat")
+        assert _attrs(root)["toolplex.run.outcome"] == "cancelled"
+        assert chat.parent == root.context and chat.status.status_code is not StatusCode.ERROR
+        assert trace.get_current_span() is trace.INVALID_SPAN, "no context left attached"
 
     async def test_each_attempt_is_an_event_of_the_call_span(
             self, spans: InMemorySpanExporter, fast: Clock) -> None:

@@ -33,11 +33,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from contextvars import Token
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from .events import BaseEvent
@@ -128,7 +130,7 @@ class RunTrace:
         self.parent = parent
         self.span: Span | None = None
         self.context = parent
-        self._token: object | None = None
+        self._token: Token[Context] | None = None
         self.calls: dict[str, _CallSpan] = {}
         self.names: dict[str, str] = {}
         """Tool names by call id, from ``tool.call.start``."""
@@ -151,7 +153,7 @@ class RunTrace:
         if self.span is not None and self.span.is_recording():
             self.span.end()
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            otel_context.detach(self._token)
             self._token = None
 
     # -- hooks the runner calls --
@@ -200,25 +202,30 @@ class RunTrace:
                 elif self.capture and isinstance(chunk, TextChunk):
                     text.append(chunk.text)
                 yield chunk
-        except BaseException as exc:
+        except Exception as exc:  # a cancelled run's response is no model error
             span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__name__))
             span.set_attribute("error.type", type(exc).__qualname__)
             raise
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-            otel_context.detach(token)
-            if "prompt_tokens" in usage:
-                span.set_attribute("gen_ai.usage.input_tokens", usage["prompt_tokens"])
-            if "completion_tokens" in usage:
-                span.set_attribute("gen_ai.usage.output_tokens", usage["completion_tokens"])
-            if self.capture and text:
-                span.set_attribute("gen_ai.output.messages", _json(
-                    [{"role": "assistant", "parts": [{"type": "text",
-                                                      "content": "".join(text)}]}]))
-            span.end()
-            if self.response_ended is None:
-                self.response_ended = time.monotonic()
-            self._flush_waiting()
+            try:
+                await stream.aclose()  # type: ignore[attr-defined]
+            finally:  # also when a cancelled run interrupts the close
+                self._end_chat(span, token, usage, text)
+
+    def _end_chat(self, span: Span, token: Token[Context], usage: dict[str, int],
+                  text: list[str]) -> None:
+        otel_context.detach(token)
+        if "prompt_tokens" in usage:
+            span.set_attribute("gen_ai.usage.input_tokens", usage["prompt_tokens"])
+        if "completion_tokens" in usage:
+            span.set_attribute("gen_ai.usage.output_tokens", usage["completion_tokens"])
+        if self.capture and text:
+            span.set_attribute("gen_ai.output.messages", _json(
+                [{"role": "assistant", "parts": [{"type": "text", "content": "".join(text)}]}]))
+        span.end()
+        if self.response_ended is None:
+            self.response_ended = time.monotonic()
+        self._flush_waiting()
 
     def _flush_waiting(self) -> None:
         """The response has ended: calls dispatched before it learn their lead, and
