@@ -45,11 +45,14 @@ _BODY_ERRORS = {"400": _error("Not JSON, or not the expected shape"),
                 "413": _error("The body is too large"),
                 "422": _error("The command is not valid")}
 _SESSION_AUTH: list[dict[str, list[str]]] = [{"sessionToken": []}]
+_KEY_AUTH: list[dict[str, list[str]]] = [{"apiKey": []}, {}]
+"""Routes that start work: the server's API key when it has one (none on loopback)."""
+_KEY_REFUSED = {"401": _error("The server requires an API key and none valid was sent")}
 
 
 def _operation(summary: str, responses: dict[str, Any], *, op_id: str,
                parameters: list[dict[str, Any]] | None = None,
-               body: str | None = None, auth: bool = False,
+               body: str | None = None, auth: bool = False, key: bool = False,
                tags: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": summary, "operationId": op_id, "responses": responses}
     if parameters:
@@ -58,6 +61,8 @@ def _operation(summary: str, responses: dict[str, Any], *, op_id: str,
         out["requestBody"] = {"required": True, "content": {_JSON: {"schema": _ref(body)}}}
     if auth:
         out["security"] = _SESSION_AUTH
+    elif key:
+        out["security"] = _KEY_AUTH
     if tags:
         out["tags"] = list(tags)
     return out
@@ -122,8 +127,8 @@ def document() -> dict[str, Any]:
                     "schema": {"type": "object"}}}}}, op_id="openapi", tags=("meta",))},
             "/v1/sessions": {"post": _operation("Create a session", {
                 "201": _json("Created; keep the token", "Session"),
-                "503": _error("Too many sessions, or the store is unreachable")},
-                op_id="createSession", tags=("sessions",))},
+                "503": _error("Too many sessions, or the store is unreachable"),
+                **_KEY_REFUSED}, op_id="createSession", key=True, tags=("sessions",))},
             "/v1/sessions/{session_id}/events": {"get": _operation(
                 "Tail the session's events (SSE), from Last-Event-ID or ?after=",
                 {"200": _sse("Every event after the cursor, then live"),
@@ -177,12 +182,12 @@ def document() -> dict[str, Any]:
                 body="Webhook", tags=("jobs",))},
             "/ag-ui": {"post": _operation(
                 "Run the agent for an AG-UI client (AG-UI events as SSE)",
-                {"200": _sse("AG-UI events"), **_BODY_ERRORS},
-                op_id="agUi", body="ChatRequest", tags=("adapters",))},
+                {"200": _sse("AG-UI events"), **_BODY_ERRORS, **_KEY_REFUSED},
+                op_id="agUi", body="ChatRequest", key=True, tags=("adapters",))},
             "/v1/ai-sdk/chat": {"post": _operation(
                 "Run the agent for the Vercel AI SDK's useChat (UI message stream)",
-                {"200": _sse("AI SDK UI message stream"), **_BODY_ERRORS},
-                op_id="aiSdkChat", body="ChatRequest", tags=("adapters",))},
+                {"200": _sse("AI SDK UI message stream"), **_BODY_ERRORS, **_KEY_REFUSED},
+                op_id="aiSdkChat", body="ChatRequest", key=True, tags=("adapters",))},
             "/v1/ai-sdk/chat/{chat_id}/stream": {"get": _operation(
                 "Resume a chat's active stream (AI SDK resumable streams)",
                 {"200": _sse("The rest of the active stream"),
@@ -191,7 +196,10 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": _SCHEMAS,
-            "securitySchemes": {"sessionToken": {
+            "securitySchemes": {"apiKey": {
+                "type": "http", "scheme": "bearer",
+                "description": "The server's API key (--api-key, TOOLPLEX_API_KEY)"},
+                                "sessionToken": {
                 "type": "http", "scheme": "bearer",
                 "description": "The token POST /v1/sessions returned (or ?token=)"}},
         },
