@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import math
 
-from bench import hedge, overhead, parallel, scaleout, sessions, stop, ws_throughput
+from bench import chain, hedge, overhead, parallel, scaleout, sessions, stop, ws_throughput
 from bench.workloads import Sizes
 
 
@@ -60,3 +60,9 @@ async def test_hedge_holds_the_siblings_back_only_while_it_should() -> None:
     assert figures["decisive_without_head_start"]["started"] == 2
     assert figures["not_decisive_slow"]["started"] == 2
     assert figures["not_decisive_quick"]["started"] == 2
+
+
+async def test_chain_runs_the_two_response_and_the_one_response_forms() -> None:
+    figures = await chain.run(runs=1, latency=0.001, tool_s=0.001)
+    assert set(figures) == {"two_responses", "one_response"}
+    assert all(0 < seconds < 10 for seconds in figures.values())

@@ -25,6 +25,7 @@ import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from .breaker import CircuitBreaker
+from .dependent import Ref
 from .events import (
     BaseEvent,
     ToolCancelled,
@@ -115,6 +116,12 @@ class ToolCall:
     provider_fields: dict[str, Any] | None = None
     """Fields the provider sent with the call and wants back on it in the next
     request (Gemini's ``extra_content.google.thought_signature``)."""
+    depends: tuple[Ref, ...] = ()
+    """The other calls of the response its arguments refer to (``$from``)."""
+    resolved_args: dict[str, Any] | None = None
+    """Its arguments with those references filled in (what ``tool.exec.started`` shows)."""
+    ended: anyio.Event | None = None
+    """Made by a call that waits for this one; set when this one has ended."""
 
     def cancel(self, reason: CancelReason, by_call_id: str | None = None) -> bool:
         """Ask the call to stop. Returns False when it has already ended."""
@@ -487,7 +494,7 @@ class Executor:
         async with upstream.slot() if upstream is not None else nullcontext():
             timeout = self.timeout_for(tool)
             emit(ToolExecStarted, call_id=call.call_id, attempt=number,
-                 timeout_ms=round(timeout * 1000))
+                 timeout_ms=round(timeout * 1000), args=call.resolved_args)
             call.chunks = []
             try:
                 if tool.kind is Kind.SYNC:

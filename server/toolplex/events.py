@@ -204,6 +204,9 @@ class ToolExecStarted(BaseEvent):
     attempt: int
     """From 1."""
     timeout_ms: int
+    args: dict[str, Any] | None = None
+    """The arguments it runs with, when they held ``$from`` references: resolved (the
+    model's own are on ``tool.call.end``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

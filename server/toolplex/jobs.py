@@ -267,7 +267,8 @@ class JobManager:
                 else:
                     self.complete(job.id, "succeeded", output=state.get("output"))
 
-        emit(ToolExecStarted, call_id=call.call_id, attempt=1, timeout_ms=round(budget * 1000))
+        emit(ToolExecStarted, call_id=call.call_id, attempt=1, timeout_ms=round(budget * 1000),
+             args=call.resolved_args)
         self.executor.supervisor.spawn(work)
         with anyio.move_on_after(self.executor.clock.real(budget)):
             await state["done"].wait()

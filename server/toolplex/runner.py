@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
+from . import dependent
 from .calls import Executor, Outcome, PredicateFailed, Supervisor, ToolCall
 from .events import (
     BaseEvent,
@@ -111,6 +112,9 @@ class Agent:
         backoff: The retry delay schedule (1, 2, 4 s).
         jobs: Where long-running tools' jobs live (default: in memory).
         name: The agent's name in traces (``invoke_agent {name}``).
+        dependent_calls: Let the model chain calls in one response: an argument written
+            ``{"$from": <an earlier call's position or id>, "path": "contact.email"}``
+            waits for that call and receives the value there (the system prompt says how).
 
     Example::
 
@@ -134,6 +138,7 @@ class Agent:
         backoff: Backoff | None = None,
         jobs: JobManager | None = None,
         name: str = "toolplex",
+        dependent_calls: bool = False,
     ) -> None:
         self.name = name
         self.tools: dict[str, Tool] = {}
@@ -149,6 +154,7 @@ class Agent:
             model = ScriptedModel()
         self.model = model
         self.instructions = instructions
+        self.dependent_calls = dependent_calls
         self.limits = limits or Limits()
         self.clock = clock or Clock()
         self.executor = Executor(
@@ -413,8 +419,12 @@ class Run:
             "max_steps", f"stopped after {limit} steps: the model kept calling tools"))
 
     def _messages(self) -> list[dict[str, Any]]:
-        system = [{"role": "system", "content": self.agent.instructions}]
-        return (system if self.agent.instructions else []) + list(self.session.history)
+        parts = [self.agent.instructions or ""]
+        if self.agent.dependent_calls:
+            parts.append(dependent.CONVENTION)
+        content = "\n\n".join(p for p in parts if p)
+        system = [{"role": "system", "content": content}] if content else []
+        return system + list(self.session.history)
 
     async def _step(self, number: int) -> bool:
         step = _Step(number, new_id("m"))
@@ -546,8 +556,14 @@ class Run:
             return
         call.tool = tool
         try:
-            # Parsed once: validate() reports a text that is not a JSON object itself.
-            call.kwargs = tool.validate(parsed if isinstance(parsed, dict) else call.args_text)
+            if self.agent.dependent_calls and isinstance(parsed, dict) and self._depends(
+                    call, parsed):
+                # [runner] a reference passes as it is; the schema checks what it resolves to.
+                call.kwargs = parsed
+            else:
+                # Parsed once: validate() reports a text that is not a JSON object itself.
+                call.kwargs = tool.validate(
+                    parsed if isinstance(parsed, dict) else call.args_text)
         except InvalidArguments as exc:
             executor.fail(call, self.emit, error_dict("invalid_args", str(exc)))
             return
@@ -583,6 +599,8 @@ class Run:
                 with call.scope:
                     await step.done.wait()
                 call.scope = anyio.CancelScope()  # a scope serves one `with` block only
+            if call.depends and not await self._resolve(step, call):
+                return
             if step.hedge is not None and call.tool.decisive is None:
                 await self._give_head_start(step, call)
             if call.cancel_reason is not None:
@@ -595,9 +613,66 @@ class Run:
             await self.agent.executor.run(call, self.session, self.emit, check)
         finally:
             self.session.running_calls -= 1
+            if call.ended is not None:
+                call.ended.set()
             if step.hedged_by is call:
                 assert step.hedge is not None
                 step.hedge.set()  # it ended without a decisive chunk: the others go now
+
+    @staticmethod
+    def _depends(call: ToolCall, args: dict[str, Any]) -> bool:
+        """Whether the arguments refer to other calls (``$from``); notes them on the call.
+
+        Raises:
+            InvalidArguments: A ``$from`` that is not a reference.
+        """
+        try:
+            call.depends = tuple(dependent.refs(args))
+        except dependent.BadReference as exc:
+            raise InvalidArguments(call.name, str(exc)) from None
+        return bool(call.depends)
+
+    async def _resolve(self, step: _Step, call: ToolCall) -> bool:
+        """Wait for the calls ``call`` refers to and fill their values into its arguments,
+        then validate them (it starts once they have ended, without waiting for the response's
+        end when every call it leads to is known). False when it has ended (``dependency_failed``,
+        ``invalid_args``); a cancel while waiting is left to the caller."""
+        assert call.tool is not None
+        values: dict[tuple[str | int, str], Any] = {}
+        problem: str | None = None
+        with call.scope:
+            if not step.done.is_set() and not _known(step, call):
+                # A reference names a call not yet written, or one whose arguments are
+                # still streaming: a cycle shows only once those are known.
+                await step.done.wait()
+            for ref in call.depends:
+                target = _referred(step, ref)
+                if target is None:
+                    problem = f"{ref.target!r} names no call of this response"
+                elif _reaches(step, target, call):
+                    problem = f"{ref.target!r} depends on this call: a cycle"
+                else:
+                    if target.outcome is None:
+                        target.ended = target.ended or anyio.Event()
+                        await target.ended.wait()
+                    problem = _value_of(target, ref, values)
+                if problem is not None:
+                    break
+        call.scope = anyio.CancelScope()
+        if call.cancel_reason is not None:
+            return True
+        executor = self.agent.executor
+        if problem is not None:
+            executor.fail(call, self.emit, error_dict("dependency_failed", problem))
+            return False
+        assert isinstance(call.kwargs, dict)
+        call.resolved_args = dependent.fill(call.kwargs, values)
+        try:
+            call.kwargs = call.tool.validate(call.resolved_args)
+        except InvalidArguments as exc:
+            executor.fail(call, self.emit, error_dict("invalid_args", str(exc)))
+            return False
+        return True
 
     async def _give_head_start(self, step: _Step, call: ToolCall) -> None:
         """Wait until the step's hedged call hits, ends, or its head start runs out."""
@@ -667,6 +742,61 @@ class Run:
                 content = _cut(outcome.for_model(), self.agent.limits.max_result_chars)
                 self.session.history.append({"role": "tool", "tool_call_id": call.model_call_id,
                                              "content": content})
+
+
+def _referred(step: _Step, ref: dependent.Ref) -> ToolCall | None:
+    """The call of the step a reference names: by position, else by the model's id."""
+    if isinstance(ref.target, int):
+        return step.calls.get(ref.target)
+    return next((c for c in step.calls.values() if c.model_call_id == ref.target), None)
+
+
+def _known(step: _Step, call: ToolCall) -> bool:
+    """Whether every call ``call`` leads to by references exists with complete arguments
+    (so its own references are known)."""
+    seen: set[str] = set()
+    todo = [call]
+    while todo:
+        current = todo.pop()
+        if current.call_id in seen:
+            continue
+        seen.add(current.call_id)
+        for ref in current.depends:
+            target = _referred(step, ref)
+            if target is None or (target.kwargs is None and target.outcome is None):
+                return False
+            todo.append(target)
+    return True
+
+
+def _reaches(step: _Step, start: ToolCall, goal: ToolCall) -> bool:
+    """Whether following references from ``start`` leads to ``goal`` (or ``start`` is it)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        if current is goal:
+            return True
+        if current.call_id in seen:
+            continue
+        seen.add(current.call_id)
+        todo.extend(t for r in current.depends if (t := _referred(step, r)) is not None)
+    return False
+
+
+def _value_of(target: ToolCall, ref: dependent.Ref,
+              values: dict[tuple[str | int, str], Any]) -> str | None:
+    """Put the value ``ref`` names into ``values``; or say why there is none."""
+    outcome = target.outcome
+    assert outcome is not None
+    if outcome.kind != "result":
+        how = "failed" if outcome.kind == "error" else "was cancelled"
+        return f"{ref.target!r} ({target.name}) {how}: nothing to pass on"
+    try:
+        values[ref.key] = dependent.at(outcome.output, ref.path)
+    except LookupError as exc:
+        return f"{ref.target!r} ({target.name}) has no {ref.path!r}: {exc}"
+    return None
 
 
 def _ignore_chunk(call: ToolCall, chunk: Any) -> None:

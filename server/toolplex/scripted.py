@@ -46,6 +46,9 @@ class Call:
     """Seconds to wait before this call begins streaming."""
     raw: str | None = None
     """Send this text as the arguments verbatim (to script invalid JSON)."""
+    id: str | None = None
+    """The id the model gives the call (default ``call_<request>_<index>``), for scripts
+    whose calls refer to each other (``{"$from": id}``)."""
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,8 @@ class ScriptedModel:
         for index, (call, args) in enumerate(zip(step.calls, arguments, strict=True)):
             if call.after:
                 await anyio.sleep(call.after)
-            for frame in wire.call_begin(index, f"call_{self.served}_{index}", call.name):
+            call_id = call.id or f"call_{self.served}_{index}"
+            for frame in wire.call_begin(index, call_id, call.name):
                 yield frame
             for fragment in _split(args, step.arg_fragments):
                 if step.arg_delay:

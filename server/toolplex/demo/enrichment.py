@@ -6,6 +6,12 @@ verifies the contact's email, which needs step 1's results. Step 3 writes to
 HubSpot and notifies Slack in parallel; both are side effects, so neither
 starts before the model's response has ended cleanly.
 
+:data:`ONE_RESPONSE` does the same in one model response, with
+``Agent(dependent_calls=True)``: the verification takes the email Apollo found
+(``{"$from": 0, "path": "contact.email"}``) and the HubSpot record takes every
+lookup's fields and the verification's verdict, so the round trips of steps 2
+and 3 are saved. ``main`` runs that one.
+
 Run it: ``python -m toolplex.demo.enrichment acme.com``
 """
 
@@ -39,7 +45,8 @@ async def apollo(domain: str) -> dict[str, Any]:
     await anyio.sleep(_latency(domain, 0.4))
     name = domain.split(".")[0].capitalize()
     return {"company": name, "contact": {"name": "Dana Reyes", "title": "VP Sales",
-                                         "email": f"dana@{domain}"}}
+                                         "email": f"dana@{domain}"},
+            "summary": f"New lead: {name} ({domain}), Dana Reyes"}
 
 
 @tool(upstream="linkedin", timeout=5)
@@ -147,12 +154,38 @@ SCRIPT = [
 ]
 
 
+def _ref(call: int, path: str = "") -> dict[str, Any]:
+    return {"$from": call, "path": path} if path else {"$from": call}
+
+
+ONE_RESPONSE = [
+    Step(
+        text="I'll research it, verify the contact and record it, all at once. ",
+        token_delay=0.02, arg_delay=0.03,
+        calls=[
+            *(Call(name, lambda r: {"domain": _domain(r)})
+              for name in ("apollo", "linkedin", "clearbit")),
+            Call("verify_email", {"email": _ref(0, "contact.email")}),
+            Call("hubspot_upsert", lambda r: {"company": {
+                "domain": _domain(r), "name": _ref(0, "company"),
+                "employees": _ref(1, "employees"), "industry": _ref(1, "industry"),
+                "funding": _ref(2, "funding"), "hq": _ref(2, "hq"),
+                "contact": _ref(0, "contact"), "email_deliverable": _ref(3, "deliverable")}}),
+            Call("slack_notify", lambda r: {
+                "channel": "#sales", "text": {"$from": 0, "path": "summary"}}),
+        ],
+    ),
+    SCRIPT[-1],
+]
+"""The whole enrichment in one model response: lookups, then the check, then the writes."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the agent on a domain and print its event stream."""
     from ..scripted import ScriptedModel
 
     domain = (argv if argv is not None else sys.argv[1:] or ["acme.com"])[0]
-    agent = Agent(tools=TOOLS, model=ScriptedModel(SCRIPT))
+    agent = Agent(tools=TOOLS, model=ScriptedModel(ONE_RESPONSE), dependent_calls=True)
     anyio.run(show, agent.run(f"Enrich {domain}"))
 
 
