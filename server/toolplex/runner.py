@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -286,8 +286,9 @@ class _Untraced:
         return stream
 
     @staticmethod
-    def calling(call: ToolCall) -> nullcontext[None]:
-        return nullcontext()
+    def start_call(tg: TaskGroup, call: ToolCall,
+                   fn: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> None:
+        tg.start_soon(fn, *args, name=name)
 
 
 _UNTRACED = _Untraced()
@@ -588,8 +589,8 @@ class Run:
             step.hedge_until = anyio.current_time() + self.agent.clock.real(tool.head_start)
             step.hedged_by = call
         # A name given is a name anyio need not work out from the method (~1.4 us).
-        with self.trace.calling(call):  # the call's task starts with its span current
-            tg.start_soon(self._run_call, step, call, name=f"{call.name} ({call.call_id})")
+        self.trace.start_call(tg, call, self._run_call, step, call,
+                              name=f"{call.name} ({call.call_id})")
 
     async def _run_call(self, step: _Step, call: ToolCall) -> None:
         assert call.tool is not None

@@ -31,8 +31,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextvars import Token
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -46,6 +45,8 @@ from .events import BaseEvent
 from .model import Finish, TextChunk, Usage
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from .calls import ToolCall
 
 
@@ -162,17 +163,17 @@ class RunTrace:
         """``stream`` (one model response) inside a ``chat {model}`` span."""
         return self._chat(stream)
 
-    @contextmanager
-    def calling(self, call: ToolCall) -> Iterator[None]:
-        """Make ``call``'s span current for a task started inside the block (its context
-        is copied as it starts, and copied again into a sync tool's worker thread)."""
+    def start_call(self, tg: TaskGroup, call: ToolCall,
+                   fn: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> None:
+        """Start ``call``'s task in ``tg`` with the call's span current in it: a task
+        copies the context it starts in, and a sync tool's worker thread copies it again."""
         traced = self.calls.get(call.call_id)
         if traced is None:
-            yield
+            tg.start_soon(fn, *args, name=name)
             return
         token = otel_context.attach(trace.set_span_in_context(traced.span, self.context))
         try:
-            yield
+            tg.start_soon(fn, *args, name=name)
         finally:
             otel_context.detach(token)
 
