@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
-from toolplex import Agent, Clock, Job, ToolError, UpstreamLimit, tool
+from toolplex import Agent, Clock, Job, ToolError, UpstreamLimit, telemetry, tool
 from toolplex.runner import Run
 from toolplex.server.logs import JSONFormatter
 from toolplex.session import Session
@@ -240,6 +240,19 @@ class TestSpans:
         assert _attrs(root)["toolplex.run.outcome"] == "cancelled"
         assert chat.parent == root.context and chat.status.status_code is not StatusCode.ERROR
         assert trace.get_current_span() is trace.INVALID_SPAN, "no context left attached"
+
+    async def test_a_tracing_fault_costs_the_run_nothing(
+            self, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch,
+            caplog: pytest.LogCaptureFixture) -> None:
+        def broken_handler(trace_: Any, event: Any) -> None:
+            raise RuntimeError("exporter bug")
+
+        monkeypatch.setitem(telemetry._HANDLERS, "tool.result", broken_handler)
+        events = await collect(Agent(tools=[lookup], model=_one_call("lookup")), "go")
+        check_protocol(events)
+        assert events[-1]["outcome"] == "success"
+        assert "tracing tool.result failed" in caplog.text
+        assert len(_named(spans, "execute_tool")) == 1, "the run's end still ends the span"
 
     async def test_each_attempt_is_an_event_of_the_call_span(
             self, spans: InMemorySpanExporter, fast: Clock) -> None:

@@ -27,13 +27,14 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextvars import Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,6 +66,8 @@ class _Run(Protocol):
     def session(self) -> Any: ...
     @property
     def listeners(self) -> list[Any]: ...
+
+logger = logging.getLogger("toolplex.telemetry")
 
 CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The environment variable (``true``) that lets arguments and results into spans."""
@@ -111,7 +114,7 @@ class _CallSpan:
     """Set when the call ended before its model response did: the span ends with the
     response, stamped with this time, once ``toolplex.dispatch.lead_ms`` is known."""
     attempts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    queue_wait_ms: int = 0
 
 
 class RunTrace:
@@ -144,7 +147,10 @@ class RunTrace:
         """Take one event of the run (synchronously, as it is appended)."""
         handler = _HANDLERS.get(event.type)
         if handler is not None:
-            handler(self, event)
+            try:
+                handler(self, event)
+            except Exception:  # a tracing fault never costs the run its event
+                logger.exception("tracing %s failed", event.type)
 
     def close(self) -> None:
         """The run has ended: end whatever is still open."""
@@ -333,12 +339,9 @@ class RunTrace:
         traced = self._call(event)
         traced.attempts = max(traced.attempts, event.attempt)
         attributes = {"toolplex.attempt": event.attempt, "toolplex.timeout_ms": event.timeout_ms}
-        if traced.queued is not None:
-            waited = _ms(time.monotonic() - traced.queued)
-            traced.extra["toolplex.queue.wait_ms"] = traced.extra.get(
-                "toolplex.queue.wait_ms", 0) + waited
-            traced.span.set_attribute("toolplex.queue.wait_ms",
-                                      traced.extra["toolplex.queue.wait_ms"])
+        if traced.queued is not None:  # every attempt's wait for its upstream slot, summed
+            traced.queue_wait_ms += _ms(time.monotonic() - traced.queued)
+            traced.span.set_attribute("toolplex.queue.wait_ms", traced.queue_wait_ms)
             traced.queued = None
         traced.span.add_event("toolplex.attempt", attributes)
 
