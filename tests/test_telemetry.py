@@ -8,18 +8,15 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
 
 import anyio
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.util._once import Once
 
 from toolplex import Agent, Clock, Job, ToolError, UpstreamLimit, telemetry, tool
 from toolplex.runner import Run
@@ -27,25 +24,6 @@ from toolplex.server.logs import JSONFormatter
 from toolplex.session import Session
 from toolplex.telemetry import CAPTURE_CONTENT
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect, of_type
-
-
-def _reset_tracer_provider() -> None:
-    # What opentelemetry's own test utilities do between tests: the global provider can
-    # otherwise be set once per process, and every later test would be traced.
-    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
-    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """A TracerProvider set for the test, its spans kept in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    yield exporter
-    provider.shutdown()
-    _reset_tracer_provider()
 
 
 def _named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
