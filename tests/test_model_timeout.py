@@ -12,6 +12,7 @@ import pytest
 from recorded import Endpoint, chunk
 from toolplex import Agent, OpenAIModel
 from toolplex.exceptions import ModelTimeout
+from toolplex.model import TextChunk
 from toolplex.testing import check_protocol, collect, of_type
 
 
@@ -61,3 +62,18 @@ def test_the_idle_timeout_defaults_to_60_seconds_and_is_the_models_to_set() -> N
     assert OpenAIModel("m", api_key="k").idle_timeout == 60.0
     assert OpenAIModel("m", api_key="k", idle_timeout=5).idle_timeout == 5
     assert isinstance(ModelTimeout(3), TimeoutError)
+
+
+async def test_any_model_with_an_idle_timeout_gets_it_enforced_by_the_runner() -> None:
+    class Hangs:
+        idle_timeout = 0.05
+
+        async def stream(self, messages: list[dict], tools: list[dict]):  # type: ignore[no-untyped-def]
+            yield TextChunk("one chunk, ")
+            await anyio.sleep_forever()
+            yield TextChunk("never")
+
+    events = await collect(Agent(model=Hangs()), "go")
+    check_protocol(events)
+    assert [e["delta"] for e in of_type(events, "text.delta")] == ["one chunk, "]
+    assert events[-1]["error"]["code"] == "model_timeout"

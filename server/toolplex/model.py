@@ -83,7 +83,11 @@ ModelChunk = (
 
 @runtime_checkable
 class Model(Protocol):
-    """What the runner needs of a model: one streamed response per step."""
+    """What the runner needs of a model: one streamed response per step.
+
+    A model may also have ``idle_timeout`` (seconds, or None): the runner ends the
+    run ``model_timeout`` when no chunk arrives within it, the request included.
+    """
 
     def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]

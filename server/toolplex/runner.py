@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from .events import (
     ToolShortCircuit,
     error_dict,
 )
-from .exceptions import InvalidArguments, ModelError, UsageError
+from .exceptions import InvalidArguments, ModelError, ModelTimeout, UsageError
 from .jobs import JobManager
 from .limits import ThreadPool, Upstream, UpstreamLimit
 from .model import (
@@ -435,8 +436,7 @@ class Run:
                 stream = self.trace.model_stream(
                     self.agent.model.stream(self._messages(), specs))
                 try:
-                    async for chunk in stream:
-                        self._on_model_chunk(step, chunk, tg)
+                    await self._read(step, stream, tg)
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
                     self._end_text(step)
@@ -455,6 +455,28 @@ class Run:
                 f"the model's response ended with finish_reason={step.finish!r}; "
                 f"its {len(step.calls)} tool call(s) were discarded"))
         return bool(step.calls)
+
+    async def _read(self, step: _Step, stream: AsyncIterator[Any], tg: TaskGroup) -> None:
+        """Hand each chunk of the response on, under the model's idle timeout."""
+        idle: float | None = getattr(self.agent.model, "idle_timeout", None)
+        if not idle:
+            async for chunk in stream:
+                self._on_model_chunk(step, chunk, tg)
+            return
+        # [protocol] model_timeout: no chunk within the model's idle timeout (the request
+        # included). One deadline for the whole response, moved forward only once a tenth
+        # of the timeout has passed: a timer rescheduled per chunk costs more than the
+        # chunk's own handling. So the timeout fires between 0.9 and 1.0 times it.
+        with anyio.CancelScope(deadline=anyio.current_time() + idle) as reading:
+            renew_at = time.monotonic() + idle / 10
+            async for chunk in stream:
+                now = time.monotonic()
+                if now >= renew_at:
+                    reading.deadline = anyio.current_time() + idle
+                    renew_at = now + idle / 10
+                self._on_model_chunk(step, chunk, tg)
+        if reading.cancelled_caught:
+            raise ModelTimeout(idle)
 
     def _on_model_chunk(self, step: _Step, chunk: Any, tg: TaskGroup) -> None:
         if isinstance(chunk, TextChunk):

@@ -20,7 +20,7 @@ import anyio
 import openai
 from openai import AsyncStream, Omit
 
-from ..exceptions import ModelError, ModelTimeout
+from ..exceptions import ModelError
 from ..model import ModelChunk
 
 _TRANSIENT_CODES = frozenset({
@@ -69,9 +69,11 @@ class StreamingModel:
         model: The model name.
         base_url: Default: ``OPENAI_BASE_URL`` or OpenAI's.
         api_key: Default: ``OPENAI_API_KEY``.
+        parallel_tool_calls: Let the model emit several calls in one response.
         http_client: An ``httpx2.AsyncClient`` for the SDK (custom transport, proxies).
         idle_timeout: Seconds without a chunk (the request included) before the run
-            ends ``run.error model_timeout``; None waits as long as the SDK does.
+            ends ``run.error model_timeout`` (the runner reading the stream enforces it);
+            None waits as long as the SDK does.
         stream_retries: How often a transient error sent after HTTP 200 (a gateway's
             ``{"error": {"code": 502}}``) is retried, while none of the response was used.
         retry_delay: Seconds before the first such retry, doubled for each next one.
@@ -82,10 +84,11 @@ class StreamingModel:
 
     def __init__(
         self,
-        model: str,
+        model: str = "gpt-4o-mini",
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        parallel_tool_calls: bool = True,
         http_client: Any = None,
         idle_timeout: float | None = 60.0,
         stream_retries: int = 2,
@@ -93,6 +96,7 @@ class StreamingModel:
         **params: Any,
     ) -> None:
         self.model = model
+        self.parallel_tool_calls = parallel_tool_calls
         self.params = params
         self.idle_timeout = idle_timeout
         self.stream_retries = stream_retries
@@ -147,30 +151,25 @@ class StreamingModel:
             attempt += 1
 
     async def _events(self, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        """The decoded events of one POST, each awaited under the idle timeout."""
-        timeout = self.idle_timeout
-        try:
-            with anyio.fail_after(timeout):
-                # client.post is the SDK's documented way to send a raw body: ours is
-                # plain JSON already, so .create()'s parameter transform would change
-                # nothing. HTTP, retries and SSE decoding stay the SDK's.
-                response = await self.client.post(
-                    self.path, body=body, cast_to=object, stream=True,
-                    stream_cls=AsyncStream[object],
-                    options={"security": {"bearer_auth": True}, "headers": self._headers})
-        except TimeoutError:
-            raise ModelTimeout(timeout or 0) from None
+        """The decoded events of one POST, errors classified.
+
+        The idle timeout is not applied here: a cancel scope cannot span this
+        generator's yields, so the runner, which reads the stream, holds the deadline.
+        """
+        # client.post is the SDK's documented way to send a raw body: ours is plain JSON
+        # already, so .create()'s parameter transform would change nothing. HTTP, retries
+        # and SSE decoding stay the SDK's.
+        response = await self.client.post(
+            self.path, body=body, cast_to=object, stream=True,
+            stream_cls=AsyncStream[object],
+            options={"security": {"bearer_auth": True}, "headers": self._headers})
         try:
             iterator = response.__aiter__()
             while True:
                 try:
-                    # [protocol] model_timeout: no chunk within the model's idle timeout.
-                    with anyio.fail_after(timeout):
-                        event = await iterator.__anext__()
+                    event = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
-                    raise ModelTimeout(timeout or 0) from None
                 except json.JSONDecodeError as exc:
                     # OpenRouter's `: OPENROUTER PROCESSING` re-wrapped as `data:` by a
                     # naive proxy: a line no dialect allows ends the run, classified.

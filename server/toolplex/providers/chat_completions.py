@@ -52,9 +52,9 @@ class OpenAIModel(StreamingModel):
         reasoning_replay: bool | None = None,
         **params: Any,
     ) -> None:
-        super().__init__(model, base_url=base_url, api_key=api_key, http_client=http_client,
+        super().__init__(model, base_url=base_url, api_key=api_key,
+                         parallel_tool_calls=parallel_tool_calls, http_client=http_client,
                          idle_timeout=idle_timeout, **params)
-        self.parallel_tool_calls = parallel_tool_calls
         if reasoning_replay is None:
             host = urlsplit(str(self.client.base_url)).hostname or ""
             reasoning_replay = host in _REASONING_REPLAY_HOSTS

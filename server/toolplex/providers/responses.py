@@ -60,21 +60,6 @@ class OpenAIResponsesModel(StreamingModel):
 
     path = "/responses"
 
-    def __init__(
-        self,
-        model: str = "gpt-4o-mini",
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        parallel_tool_calls: bool = True,
-        http_client: Any = None,
-        idle_timeout: float | None = 60.0,
-        **params: Any,
-    ) -> None:
-        super().__init__(model, base_url=base_url, api_key=api_key, http_client=http_client,
-                         idle_timeout=idle_timeout, **params)
-        self.parallel_tool_calls = parallel_tool_calls
-
     def request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
                 ) -> dict[str, Any]:
         """The Responses body: the whole history as input items, tools flattened."""
