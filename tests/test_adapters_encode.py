@@ -254,6 +254,13 @@ class TestAgUiEncoder:
         kinds = [_wire(e)["type"] for _, e in _ag_ui(frames)]
         assert kinds[-3:] == ["REASONING_MESSAGE_END", "REASONING_END", "RUN_FINISHED"]
 
+    async def test_responses_usage_reaches_run_finished_as_token_usage(self) -> None:
+        model = ScriptedModel([Step(text="Hi.")], dialect="responses")
+        events = [_wire(e) for _, e in _ag_ui(await collect(Agent(model=model), "go"))]
+        (usage,) = events[-1]["usage"]
+        assert usage["inputTokens"] > 0 and usage["outputTokens"] > 0, usage
+        assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"]
+
     async def test_an_open_circuit_is_a_custom_event(self, fast: Clock) -> None:
         @tool(retries=0)
         async def broken() -> str:

@@ -315,6 +315,8 @@ def _is_pending(output: Any) -> bool:
 def _usage(usage: dict[str, Any] | None) -> list[TokenUsage] | None:
     if not usage:
         return None
-    return [TokenUsage(input_tokens=usage.get("prompt_tokens"),
-                       output_tokens=usage.get("completion_tokens"),
+    # Chat Completions counts prompt/completion tokens, Responses input/output tokens.
+    return [TokenUsage(input_tokens=usage.get("prompt_tokens", usage.get("input_tokens")),
+                       output_tokens=usage.get("completion_tokens",
+                                               usage.get("output_tokens")),
                        total_tokens=usage.get("total_tokens"))]
