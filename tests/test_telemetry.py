@@ -150,6 +150,13 @@ class TestSpans:
                          "toolplex.partial": False, "toolplex.breaker.state": "closed"}
         assert tool_span.status.status_code is StatusCode.OK
 
+    async def test_usage_of_a_responses_model_too(self, spans: InMemorySpanExporter) -> None:
+        model = ScriptedModel([Step(text="hello")], dialect="responses")
+        await collect(Agent(model=model), "hi")
+        [chat] = _named(spans, "chat")
+        assert _attrs(chat)["gen_ai.usage.input_tokens"] > 0
+        assert _attrs(chat)["gen_ai.usage.output_tokens"] > 0
+
     async def test_two_runs_are_two_traces(self, spans: InMemorySpanExporter) -> None:
         agent = Agent(tools=[lookup], model=_one_call("lookup"))
         session = agent.session()

@@ -95,6 +95,19 @@ def trace_run(run: _Run) -> RunTrace | None:
     return traced
 
 
+def _usage(usage: dict[str, Any]) -> dict[str, int]:
+    """GenAI usage attributes from Chat Completions (prompt/completion_tokens) or
+    Responses (input/output_tokens) usage."""
+    out = {}
+    for attribute, keys in (("gen_ai.usage.input_tokens", ("input_tokens", "prompt_tokens")),
+                            ("gen_ai.usage.output_tokens",
+                             ("output_tokens", "completion_tokens"))):
+        found = [usage[key] for key in keys if isinstance(usage.get(key), int)]
+        if found:
+            out[attribute] = found[0]
+    return out
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
@@ -222,10 +235,7 @@ class RunTrace:
     def _end_chat(self, span: Span, token: Token[Context], usage: dict[str, int],
                   text: list[str]) -> None:
         otel_context.detach(token)
-        if "prompt_tokens" in usage:
-            span.set_attribute("gen_ai.usage.input_tokens", usage["prompt_tokens"])
-        if "completion_tokens" in usage:
-            span.set_attribute("gen_ai.usage.output_tokens", usage["completion_tokens"])
+        span.set_attributes(_usage(usage))
         if self.capture and text:
             span.set_attribute("gen_ai.output.messages", _json(
                 [{"role": "assistant", "parts": [{"type": "text", "content": "".join(text)}]}]))
@@ -273,10 +283,7 @@ class RunTrace:
         if self.span is None:
             return
         usage = getattr(event, "usage", None) or {}
-        if "prompt_tokens" in usage:
-            self.span.set_attribute("gen_ai.usage.input_tokens", usage["prompt_tokens"])
-        if "completion_tokens" in usage:
-            self.span.set_attribute("gen_ai.usage.output_tokens", usage["completion_tokens"])
+        self.span.set_attributes(_usage(usage))
         if event.type == "run.error":
             code = str(event.error.get("code", "_OTHER"))
             self.span.set_attribute("error.type", code)
