@@ -277,6 +277,28 @@ async def test_usage_repeated_on_every_chunk_is_counted_once() -> None:
     assert events[-1]["usage"] == USAGE, "cumulative usage is the latest, not a sum"
 
 
+async def test_a_fragment_after_its_call_was_complete_changes_neither_run_nor_replay(
+        caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = Endpoint([
+        calls(tc(index=0, id="call_a", name="read", args='{"path": "a.txt"}')),
+        calls(tc(index=1, id="call_b", name="weather", args='{"city": "Paris"}')),
+        Gate("read"),
+        calls(tc(index=0, args=" ")),
+        chunk({}, "tool_calls"),
+    ])
+    agent, ran = _agent(endpoint)
+    events = await collect(agent, "go")
+    check_protocol(events)
+    assert sorted(ran) == [READ, WEATHER]
+    ended = {e["call_id"] for e in of_type(events, "tool.call.end")}
+    kinds = [(e["type"], e.get("call_id")) for e in events]
+    for call_id in ended:
+        end = kinds.index(("tool.call.end", call_id))
+        assert ("tool.call.delta", call_id) not in kinds[end:], "no delta after call.end"
+    replayed = _check_replay(endpoint.requests[1], 2)
+    assert replayed[0]["function"]["arguments"] == '{"path": "a.txt"}'
+    assert "after it was complete" in caplog.text
+
 async def test_duplicated_argument_flush_is_invalid_args_never_a_guessed_run() -> None:
     endpoint = Endpoint([
         calls(tc(index=0, id="call_a", name="read", args='{"path": "a.txt"}')),

@@ -506,6 +506,13 @@ class Run:
         elif isinstance(chunk, CallArgs):
             call = step.calls.get(chunk.index) or self._begin_call(
                 step, chunk.index, f"call_{chunk.index}", "")
+            if call not in step.waiting and (call.kwargs is not None or call.outcome):
+                # A fragment after the stream's structure completed the call (a later
+                # call began): the tool already runs with what came before, and the
+                # replay must say what it ran with. [protocol] no delta after call.end.
+                logger.warning("model sent arguments for call %s after it was complete; "
+                               "ignored: %r", call.call_id, chunk.fragment[:80])
+                return
             call.args_text += chunk.fragment
             self.emit(ToolCallDelta, call_id=call.call_id, delta=chunk.fragment)
         elif isinstance(chunk, CallEnd):
