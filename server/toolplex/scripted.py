@@ -20,8 +20,9 @@ from typing import Any
 import anyio
 import httpx2
 
+from .decode import loads
 from .dialects import DIALECTS, chat_messages, encoder
-from .exceptions import UsageError
+from .exceptions import ProtocolError, UsageError
 from .model import ModelChunk
 from .providers import OpenAIModel, OpenAIResponsesModel, StreamingModel
 
@@ -283,17 +284,16 @@ class ScriptedModel:
         try:
             step, text, arguments = self.plan(body)
         except ValueError as exc:
-            error = {"error": {"message": str(exc), "type": "invalid_request_error"}}
-
-            async def once() -> AsyncIterator[bytes]:
-                yield json.dumps(error).encode()
-
-            return 400, once()
+            return 400, _refusal(str(exc))
         return 200, self._stream(body, step, text, arguments, path)
 
-    def asgi_app(self) -> Callable[..., Any]:
+    def asgi_app(self, max_body: int = 1 << 20) -> Callable[..., Any]:
         """A bare ASGI app serving ``POST /v1/chat/completions`` and ``POST /v1/responses``
-        for other programs."""
+        for other programs.
+
+        A body past ``max_body`` bytes is refused (413) as it arrives; one that is not
+        JSON, or nests too deep, gets the typed 400 an OpenAI server would answer.
+        """
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
@@ -306,9 +306,20 @@ class ScriptedModel:
             while True:
                 message = await receive()
                 raw += message.get("body", b"")
-                if not message.get("more_body"):
+                if len(raw) > max_body:
+                    status, parts = 413, _refusal("the request body is too large")
                     break
-            status, parts = await self.respond(json.loads(raw), scope["path"])
+                if not message.get("more_body"):
+                    try:
+                        body = loads(raw)
+                    except ProtocolError as exc:
+                        status, parts = 400, _refusal(exc.message)
+                    else:
+                        if isinstance(body, dict):
+                            status, parts = await self.respond(body, scope["path"])
+                        else:
+                            status, parts = 400, _refusal("the body must be a JSON object")
+                    break
             kind = b"text/event-stream" if status == 200 else b"application/json"
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", kind)]})
@@ -317,6 +328,11 @@ class ScriptedModel:
             await send({"type": "http.response.body", "body": b""})
 
         return app
+
+
+async def _refusal(message: str) -> AsyncIterator[bytes]:
+    """An OpenAI-shaped error body."""
+    yield json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
 
 
 class StreamingBody(httpx2.AsyncByteStream):

@@ -43,6 +43,11 @@ def jobs_agent() -> Agent:
     return Agent(tools=[export], model=model)
 
 
+def plain_app() -> Starlette:
+    """The jobs agent with nothing kept on disk."""
+    return create_app(jobs_agent())
+
+
 def jobs_app() -> Starlette:
     """Durable: sessions and jobs in the SQLite file named by TOOLPLEX_DB."""
     return create_app(jobs_agent(), settings=Settings(db_path=os.environ["TOOLPLEX_DB"]))

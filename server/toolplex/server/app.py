@@ -124,7 +124,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     if isinstance(agent.model, ScriptedModel):
         # The embedded model on a port, for other programs: any OpenAI client pointed
         # at {base}/scripted/v1 gets the same chunk stream the agent does.
-        route_list.append(Mount("/scripted", agent.model.asgi_app()))
+        route_list.append(Mount("/scripted", agent.model.asgi_app(settings.max_body_bytes)))
     app = Starlette(routes=route_list, lifespan=lifespan,
                     middleware=[Middleware(HTTPMetrics, metrics=hub.metrics),
                                 Middleware(_DeclareAsyncio)],

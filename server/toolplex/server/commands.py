@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import pydantic
 
+from ..decode import loads
 from ..exceptions import ProtocolError
 
 
@@ -61,15 +61,12 @@ KNOWN = ("run.start", "run.cancel", "tool.cancel", "job.complete", "subscribe")
 
 
 def parse_json(text: str | bytes) -> Any:
-    """Decode a frame's JSON.
+    """Decode a frame's JSON, its nesting bounded (see :mod:`toolplex.decode`).
 
     Raises:
-        ProtocolError: ``bad_json``.
+        ProtocolError: ``bad_json`` or ``too_deep``.
     """
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError("bad_json", f"the frame is not JSON: {exc}") from None
+    return loads(text)
 
 
 def parse_command(data: Any) -> RunStart | RunCancel | ToolCancel | JobComplete | Subscribe:

@@ -18,10 +18,12 @@ import pydantic
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..decode import check_depth
 from ..events import TERMINAL_RUN_TYPES
 from ..exceptions import ProtocolError
 from ..session import Session
 from .auth import token_of
+from .bodies import read_body
 from .hub import Hub
 from .readers import SlowReader, frames
 from .responses import error_response
@@ -56,12 +58,11 @@ async def open_conversation(request: Request, model: type[Body], what: str, kind
     ``conversation_id`` names the body's field that holds the conversation id.
 
     Raises:
-        ProtocolError: ``too_large``, ``bad_input`` or ``unauthorized``.
+        ProtocolError: ``too_large``, ``too_deep``, ``bad_input`` or ``unauthorized``.
     """
     hub: Hub = request.app.state.hub
-    raw = await request.body()
-    if len(raw) > hub.settings.max_frame_bytes:
-        raise ProtocolError("too_large", "the request body is too large")
+    raw = await read_body(request, hub.settings.max_body_bytes)
+    check_depth(raw)  # pydantic's decoder allows deeper nesting than the rest of the server
     try:
         body = model.model_validate_json(raw)
     except pydantic.ValidationError as exc:

@@ -11,13 +11,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..backends import unavailable
+from ..decode import loads
 from ..events import TERMINAL_RUN_TYPES
 from ..exceptions import ProtocolError
 from ..jobs import status_of
 from ..session import Session
 from ..store import OPEN
 from .auth import token_of
-from .commands import JobComplete, RunStart, parse_command, parse_json
+from .bodies import read_body, read_json
+from .commands import JobComplete, RunStart, parse_command
 from .hub import Hub
 from .readers import SlowReader, frames, hello
 from .responses import error_response, event_stream
@@ -39,10 +41,7 @@ def _session(request: Request) -> Session | None:
 
 
 async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > _hub(request).settings.max_frame_bytes:
-        raise ProtocolError("too_large", "the request body is too large")
-    return parse_json(raw) if raw.strip() else {}
+    return await read_json(request, _hub(request).settings.max_body_bytes, {})
 
 
 def _sse(frame: dict[str, Any]) -> ServerSentEvent:
@@ -146,13 +145,14 @@ async def complete_job(request: Request) -> Response:
     """``POST /v1/jobs/{job_id}/complete``: a person finishes a job (session token)."""
     hub = _hub(request)
     try:
+        # The token is checked before a byte of the body is read.
+        session = hub.session_of_job(request.path_params["job_id"], token_of(request))
+        if session is None:
+            return _refused()
         body = await _body(request)
         command = parse_command({"output": body.get("output") if isinstance(body, dict) else body,
                                  "type": "job.complete", "job_id": request.path_params["job_id"]})
         assert isinstance(command, JobComplete)
-        session = hub.session_of_job(command.job_id, token_of(request))
-        if session is None:
-            return _refused()
         hub.complete_job(session, command.job_id, command.output)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
@@ -200,11 +200,12 @@ async def webhook(request: Request) -> Response:
     hub = _hub(request)
     settings = hub.settings
     job_id = request.path_params["job_id"]
-    raw = await request.body()
-    if len(raw) > settings.max_frame_bytes:
-        return error_response("too_large", "the webhook body is too large")
     if not settings.webhook_secret:
         return error_response("webhooks_disabled", "no webhook secret is configured", 401)
+    try:
+        raw = await read_body(request, settings.max_body_bytes)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
     try:
         webhook_id = verify(settings.webhook_secret, request.headers, raw,
                             tolerance=settings.webhook_tolerance)
@@ -219,9 +220,9 @@ async def webhook(request: Request) -> Response:
     if row["status"] not in OPEN:
         return error_response("job_finished", f"job {job_id} has already ended ({row['status']})")
     try:
-        body = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error_response("bad_json", "the webhook body is not JSON")
+        body = loads(raw) if raw.strip() else None
+    except ProtocolError as exc:
+        return error_response(exc.code, f"the webhook body: {exc.message}")
     if isinstance(body, dict) and isinstance(body.get("error"), (dict, str)):
         error = body["error"]
         error = error if isinstance(error, dict) else {"message": error}

@@ -30,6 +30,9 @@ class Settings:
     """Browser origins allowed to open a WebSocket besides the server's own ("*": any)."""
     max_frame_bytes: int = 1 << 20
     """A WebSocket frame larger than this closes the connection with 1009."""
+    max_body_bytes: int = 1 << 20
+    """An HTTP request body larger than this is refused with 413, counted as it arrives
+    (a ``Content-Length`` past it is refused before the body is read)."""
     session_idle_ttl: float = 3600.0
     """Seconds after which a session with no run and no reader is forgotten."""
     log_retain: int = 10_000
