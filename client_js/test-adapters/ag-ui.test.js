@@ -112,7 +112,10 @@ test('HttpAgent runs the search race: the decisive hit cancels the others, each 
 
 test('a human job ends the run with an interrupt; resume answers it and the run goes on',
   { skip: SKIP, timeout: 20_000 }, async () => {
-    const { agent, events } = await run('approve discount for Acme');
+    // Answering a person's job needs the session's token: the thread is a session.
+    const created = await (await fetch(`${BASE}/v1/sessions`, { method: 'POST' })).json();
+    const { agent, events } = await run('approve discount for Acme', {
+      threadId: created.session_id, headers: { Authorization: `Bearer ${created.token}` } });
     const [finished] = ofType(events, 'RUN_FINISHED');
     assert.equal(finished.outcome.type, 'interrupt');
     const [interrupt] = finished.outcome.interrupts;

@@ -69,8 +69,9 @@ class Store:
             (session_id, token_hash, json.dumps(history, default=str), head_seq, time.time()))
 
     def sessions(self) -> list[dict[str, Any]]:
-        """Every stored session: ``id, token_hash, history, head_seq``."""
-        rows = self._run("SELECT id, token_hash, history, head_seq FROM sessions").fetchall()
+        """Every stored session: ``id, token_hash, history, head_seq, updated``."""
+        rows = self._run(
+            "SELECT id, token_hash, history, head_seq, updated FROM sessions").fetchall()
         return [{**dict(r), "history": json.loads(r["history"])} for r in rows]
 
     def delete_session(self, session_id: str) -> None:

@@ -182,3 +182,42 @@ def test_bodies_within_the_limit_still_work(serve) -> None:
                      headers=bearer)
     assert big.status_code == 413
     assert big.json()["error"]["code"] == "too_large"
+
+
+class TestSessions:
+    def test_past_max_sessions_creating_one_is_503_with_retry_after(self, serve) -> None:
+        served = serve(_agent(), Settings(max_sessions=3))
+        for _ in range(3):
+            assert httpx.post(f"{served.http}/v1/sessions").status_code == 201
+        refused = httpx.post(f"{served.http}/v1/sessions")
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "too_many_sessions"
+        assert int(refused.headers["retry-after"]) > 0
+        adapter = httpx.post(f"{served.http}/v1/ai-sdk/chat", json={
+            "id": "c-full", "trigger": "submit-message", "messages": [
+                {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]})
+        assert adapter.status_code == 503 and "retry-after" in adapter.headers
+        assert len(served.hub.store) == 3
+
+    def test_expired_sessions_are_deleted_from_the_store_and_stay_gone(self, tmp_path) -> None:
+        import sqlite3
+        import time
+
+        from toolplex.server.hub import Hub
+        from toolplex.store import Store
+
+        db = str(tmp_path / "toolplex.sqlite")
+        settings = Settings(db_path=db, session_idle_ttl=60, max_sessions=2)
+        hub = Hub(_agent(), settings)
+        old, kept = hub.create_session(), hub.create_session()
+        old.last_active -= 61
+        assert hub.expire_idle() == [old.id]
+        assert [r["id"] for r in Store(db).sessions()] == [kept.id]
+        # A session idle past its TTL while the server was down expires at the first sweep
+        # after the restart (and does not hold a place under max_sessions meanwhile).
+        with sqlite3.connect(db) as raw:
+            raw.execute("UPDATE sessions SET updated = ?", (time.time() - 120,))
+        again = Hub(_agent(), settings)
+        assert [s.id for s in again.store] == [kept.id]
+        fresh = [again.create_session(), again.create_session()]
+        assert {r["id"] for r in Store(db).sessions()} == {s.id for s in fresh}

@@ -7,6 +7,7 @@ session's log is an :class:`~toolplex.log.EventLog`, and what must survive a res
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +50,15 @@ class LocalBackend:
         return EventLog(session_id, retain=retain)
 
     def restore(self, retain: int) -> list[Session]:
-        return [Session(id=row["id"], token=None, token_hash=row["token_hash"], retain=retain,
-                        head_seq=row["head_seq"], history=row["history"])
-                for row in self.jobs.sessions()]
+        sessions = []
+        for row in self.jobs.sessions():
+            session = Session(id=row["id"], token=None, token_hash=row["token_hash"],
+                              retain=retain, head_seq=row["head_seq"], history=row["history"])
+            # Idle since its row was written (wall clock): one that expired while the
+            # server was down goes at the first sweep.
+            session.last_active -= max(0.0, time.time() - row.get("updated", time.time()))
+            sessions.append(session)
+        return sessions
 
     def load(self, session_id: str, retain: int) -> Session | None:
         return None  # every stored session was restored at startup
@@ -61,7 +68,8 @@ class LocalBackend:
                                session.log.head_seq)
 
     def forget(self, session_id: str) -> None:
-        pass
+        # One process: a session leaves memory only when it expired; it is gone for good.
+        self.jobs.delete_session(session_id)
 
     def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
         field = f"{kind}:{key}"

@@ -10,7 +10,9 @@ accepted and not used (the agent's tools run on the server).
 A run that ends on an interrupt (a pending human job) is resumed with ``resume:
 [{interruptId: <job_id>, status: "resolved", payload: <the job's output>}]`` (or
 ``status: "cancelled"``): the jobs are completed and the response streams the run their
-completion starts (its messages are not read).
+completion starts (its messages are not read). Answering a person's job needs that
+session's token (the thread is a session made by ``POST /v1/sessions``) or an API key:
+knowing a thread id is not being the person asked.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..exceptions import ProtocolError
 from ..runner import Run
 from ..session import Session
 from .ag_ui_encoder import AgUiEncoder
+from .auth import api_key_ok, token_of
 from .conversations import RunFrames, open_conversation, refusal, turn_input
 from .hub import Hub
 from .responses import event_stream
@@ -101,12 +104,21 @@ def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:
     return run  # type: ignore[no-any-return]
 
 
+def answerable(hub: Hub, session: Session, token: str | None) -> bool:
+    """True when ``token`` may answer the session's human jobs: its own, or an API key."""
+    return (hub.store.authorize(session.id, token) is not None
+            or api_key_ok(token, hub.settings.api_keys))
+
+
 async def endpoint(request: Request) -> Response:
     """``POST /ag-ui``: a ``RunAgentInput`` in, the run's AG-UI events out over SSE."""
     try:
         hub, body, session = await open_conversation(request, RunAgentInput,
                                                      "a RunAgentInput", "ag-ui", "thread_id")
         head = session.log.head_seq
+        if body.resume and not answerable(hub, session, token_of(request)):
+            raise ProtocolError("unauthorized", "answering the thread's interrupts needs its "
+                                "session token (or an API key)")
         run = (resume(hub, session, body.resume) if body.resume
                else hub.start_run(session, run_input(session, body.messages)))
     except ProtocolError as exc:

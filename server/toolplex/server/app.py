@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..runner import Agent
 from ..scripted import ScriptedModel
-from . import ag_ui, ai_sdk, routes
+from . import ag_ui, ai_sdk, guard, routes
 from .auth import install_redaction
 from .hub import Hub
 from .metrics import HTTPMetrics
@@ -127,7 +127,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         route_list.append(Mount("/scripted", agent.model.asgi_app(settings.max_body_bytes)))
     app = Starlette(routes=route_list, lifespan=lifespan,
                     middleware=[Middleware(HTTPMetrics, metrics=hub.metrics),
-                                Middleware(_DeclareAsyncio)],
+                                Middleware(_DeclareAsyncio), *guard.middleware(settings)],
                     exception_handlers=dict.fromkeys(hub.backend.unreachable,
                                                      routes.store_unreachable))
     app.state.hub = hub

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 from urllib.parse import urlsplit
@@ -24,6 +26,15 @@ def token_of(conn: HTTPConnection) -> str | None:
         if proto.startswith("bearer."):
             return proto[len("bearer."):]
     return conn.query_params.get("token")
+
+
+def api_key_ok(token: str | None, keys: tuple[str, ...]) -> bool:
+    """True when ``token`` is one of ``keys`` (each compared in constant time)."""
+    given = hashlib.sha256((token or "").encode()).digest()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
+    return found and token is not None
 
 
 def origin_allowed(conn: HTTPConnection, allowed: tuple[str, ...]) -> bool:

@@ -4,9 +4,10 @@ run's frames out of the session's log.
 AG-UI names a conversation by ``threadId`` and the AI SDK by its chat ``id``; both are
 chosen by the client. An id that is the id of a session made by ``POST /v1/sessions``
 is that session and needs its token; any other id gets a session of its own on first
-use (no token: these endpoints are meant to be called by a trusted backend). The map
-is the backend's: in one process it lives in memory (after a restart a known id starts
-a new session); on Redis, any process continues the conversation.
+use. When the server has API keys, that needs one of them (``Authorization: Bearer
+<key>``); a session id with its own token needs none. The map is the backend's: in one
+process it lives in memory (after a restart a known id starts a new session); on Redis,
+any process continues the conversation.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..decode import check_depth
 from ..events import TERMINAL_RUN_TYPES
 from ..exceptions import ProtocolError
 from ..session import Session
-from .auth import token_of
+from .auth import api_key_ok, token_of
 from .bodies import read_body
 from .hub import Hub
 from .readers import SlowReader, frames
@@ -81,11 +82,14 @@ class Conversations:
         Raises:
             ProtocolError: ``unauthorized``: ``key`` is a session id, ``token`` not its token.
         """
+        keyed = api_key_ok(token, hub.settings.api_keys)
         if hub.store.get(key) is not None:
-            session = hub.store.authorize(key, token)
+            session = hub.store.get(key) if keyed else hub.store.authorize(key, token)
             if session is None:
                 raise ProtocolError("unauthorized", "missing or invalid session token")
             return session
+        if hub.settings.api_keys and not keyed:
+            raise ProtocolError("unauthorized", "missing or invalid API key")
         session_id = hub.backend.conversation(kind, key)  # (opened on any process)
         return hub.store.get(session_id) if session_id is not None else None
 

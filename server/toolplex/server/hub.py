@@ -16,6 +16,7 @@ from ..backends.local import LocalBackend
 from ..exceptions import ProtocolError
 from ..runner import Agent, Run
 from ..session import Session
+from ..store import OPEN
 from .commands import JobComplete, RunCancel, RunStart, Subscribe, ToolCancel
 from .metrics import Metrics
 from .sessions import SessionStore
@@ -57,7 +58,17 @@ class Hub:
             logger.error("session not saved: %s", exc.message, extra={"session_id": session.id})
 
     def create_session(self) -> Session:
-        """A new session whose log feeds the metrics."""
+        """A new session whose log feeds the metrics.
+
+        Raises:
+            ProtocolError: ``too_many_sessions`` when ``max_sessions`` are live (after
+                forgetting the expired ones).
+        """
+        if len(self.store) >= self.settings.max_sessions:
+            self.expire_idle()
+            if len(self.store) >= self.settings.max_sessions:
+                raise ProtocolError("too_many_sessions", f"{len(self.store)} sessions are "
+                                    "live, the most this server holds; retry later")
         session = self.store.create()
         self._adopt(session)
         self.backend.save(session)
@@ -170,12 +181,26 @@ class Hub:
             session.log.close()
         await self.agent.aclose()
 
+    def expire_idle(self, now: float | None = None) -> list[str]:
+        """Forget the sessions idle past their TTL (the local backend deletes them from its
+        SQLite file; Redis expires its own copy).
+
+        A session with an open or undelivered job stays: the job's end starts a turn in it.
+        """
+        def waiting(session_id: str) -> bool:
+            return any(row["status"] in OPEN or not row["delivered"]
+                       for row in self.jobs.store.jobs(session_id=session_id))
+
+        gone = self.store.expire(now, keep=waiting)
+        for session_id in gone:
+            logger.info("session expired", extra={"session_id": session_id})
+        self.metrics.sessions.set(len(self.store))
+        return gone
+
     async def _expire_idle(self) -> None:
         while True:
             await anyio.sleep(min(60.0, self.settings.session_idle_ttl / 2))
-            for session_id in self.store.expire():
-                logger.info("session expired", extra={"session_id": session_id})
-            self.metrics.sessions.set(len(self.store))
+            self.expire_idle()
 
 
 def open_backend(settings: Settings) -> Backend:

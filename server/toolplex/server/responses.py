@@ -15,13 +15,20 @@ STATUS = {"bad_json": 400, "bad_command": 422, "bad_input": 422, "unknown_comman
           "run_active": 409, "unknown_run": 404, "unknown_call": 404, "unknown_job": 404,
           "job_finished": 409, "not_human": 409, "too_large": 413, "too_deep": 400,
           "bad_cursor": 400,
-          "unauthorized": 401, "store_unavailable": 503}
+          "unauthorized": 401, "store_unavailable": 503,
+          "forbidden_origin": 403, "unsupported_media": 415, "too_many_sessions": 503}
 """HTTP status by error code (400 for any other)."""
+
+RETRY_SESSIONS = 60
+"""Seconds a client refused for ``too_many_sessions`` is told to wait: the idle sweep's
+period, after which expired sessions have made room."""
 
 
 def error_response(code: str, message: str, status: int | None = None) -> JSONResponse:
     """``{"error": {code, message}}`` with the code's status."""
-    headers = {"www-authenticate": "Bearer"} if code == "unauthorized" else None
+    headers = ({"www-authenticate": "Bearer"} if code == "unauthorized"
+               else {"retry-after": str(RETRY_SESSIONS)} if code == "too_many_sessions"
+               else None)
     return JSONResponse({"error": {"code": code, "message": message}},
                         status_code=status or STATUS.get(code, 400), headers=headers)
 

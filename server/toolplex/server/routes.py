@@ -17,7 +17,7 @@ from ..exceptions import ProtocolError
 from ..jobs import status_of
 from ..session import Session
 from ..store import OPEN
-from .auth import token_of
+from .auth import api_key_ok, token_of
 from .bodies import read_body, read_json
 from .commands import JobComplete, RunStart, parse_command
 from .hub import Hub
@@ -52,7 +52,10 @@ def _sse(frame: dict[str, Any]) -> ServerSentEvent:
 
 
 async def create_session(request: Request) -> Response:
-    """``POST /v1/sessions`` -> ``{session_id, token}``."""
+    """``POST /v1/sessions`` -> ``{session_id, token}`` (an API key when keys are set)."""
+    keys = _hub(request).settings.api_keys
+    if keys and not api_key_ok(token_of(request), keys):
+        return error_response("unauthorized", "missing or invalid API key")
     try:
         session = _hub(request).create_session()
     except ProtocolError as exc:

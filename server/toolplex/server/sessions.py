@@ -67,12 +67,14 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def expire(self) -> list[str]:
-        """Forget idle sessions (no run, no reader, idle past the TTL)."""
-        now = time.monotonic()
+    def expire(self, now: float | None = None,
+               keep: Callable[[str], bool] = lambda session_id: False) -> list[str]:
+        """Forget idle sessions (no run, no reader, idle past the TTL, not ``keep``)."""
+        now = time.monotonic() if now is None else now
         gone = [
             s.id for s in self._sessions.values()
             if not s.runs and not self.readers.get(s.id) and now - s.last_active > self.idle_ttl
+            and not keep(s.id)
         ]
         for session_id in gone:
             self._sessions.pop(session_id).log.close()

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated environment variable as a tuple (empty when unset)."""
+    return tuple(v.strip() for v in os.environ.get(name, "").split(",") if v.strip())
+
+
 def _default_static() -> Path | None:
     # A wheel ships the client and the demo as package data (setup.py copies them);
     # an editable install (the README's) serves the checkout's client_js/ itself.
@@ -27,14 +32,33 @@ class Settings:
     """
 
     allowed_origins: tuple[str, ...] = ()
-    """Browser origins allowed to open a WebSocket besides the server's own ("*": any)."""
+    """Browser origins allowed besides the server's own ("*": any); the same as
+    ``cors_origins`` (both lists count, see :attr:`origins`)."""
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: env_list(
+        "TOOLPLEX_CORS_ORIGINS"))
+    """Browser origins that may call the API from their pages: CORS on the REST, SSE and
+    adapter routes, and the origins WebSockets accept (env TOOLPLEX_CORS_ORIGINS,
+    comma-separated). Any other origin gets no CORS header, a 403 on a state-changing
+    request and a refused WebSocket handshake."""
+    api_keys: tuple[str, ...] = field(default_factory=lambda: env_list("TOOLPLEX_API_KEY"))
+    """Keys a client must send (``Authorization: Bearer <key>``) on every route that
+    starts work: creating a session and the adapters (a session's own token opens that
+    session). Empty: no key needed (env TOOLPLEX_API_KEY, comma-separated)."""
+    trusted_hosts: tuple[str, ...] = field(default_factory=lambda: env_list(
+        "TOOLPLEX_TRUSTED_HOSTS"))
+    """``Host`` names answered (``*.example.com`` patterns; ``*``: any). Empty: loopback
+    names and ``public_url``'s host. Others get 400 (against DNS rebinding)."""
     max_frame_bytes: int = 1 << 20
     """A WebSocket frame larger than this closes the connection with 1009."""
     max_body_bytes: int = 1 << 20
     """An HTTP request body larger than this is refused with 413, counted as it arrives
     (a ``Content-Length`` past it is refused before the body is read)."""
     session_idle_ttl: float = 3600.0
-    """Seconds after which a session with no run and no reader is forgotten."""
+    """Seconds after which a session with no run, no reader and no open job is forgotten
+    (and deleted from the SQLite file)."""
+    max_sessions: int = 10_000
+    """Live sessions this process holds at most; past it, creating one (``POST
+    /v1/sessions``, a new adapter thread) is refused with 503 and ``Retry-After``."""
     log_retain: int = 10_000
     """Events each session keeps for replay; older cursors get ``stream.gap``."""
     reader_queue: int = 1_000
@@ -76,3 +100,8 @@ class Settings:
     died stays open before another process ends it (``owner_lost``)."""
     public_url: str = "http://127.0.0.1:8000"
     """The base URL external services reach this server at (for callback URLs)."""
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """Every browser origin allowed besides the server's own."""
+        return self.allowed_origins + self.cors_origins

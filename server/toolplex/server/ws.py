@@ -152,7 +152,7 @@ class _Stop(Exception):
 async def websocket_endpoint(ws: WebSocket) -> None:
     """``GET /v1/sessions/{id}/ws``."""
     hub: Hub = ws.app.state.hub
-    if not origin_allowed(ws, hub.settings.allowed_origins):
+    if not origin_allowed(ws, hub.settings.origins):
         await ws.close(code=CLOSE_POLICY)  # before accept: the handshake is refused
         return
     session = hub.store.authorize(ws.path_params["session_id"], token_of(ws))
