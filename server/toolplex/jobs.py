@@ -82,6 +82,12 @@ class JobStore(Protocol):
     def first_webhook(self, webhook_id: str, job_id: str) -> bool:
         """True the first time ``webhook_id`` is seen; a replay returns False."""
 
+    def forget_webhook(self, webhook_id: str) -> None:
+        """Un-see ``webhook_id``: its delivery was not applied, and a retry must be."""
+
+    def delete_session(self, session_id: str) -> None:
+        """Forget a stored session."""
+
 
 VIA = {"job": "worker", "auto": "worker", "webhook": "webhook", "human": "human"}
 FINAL = ("succeeded", "failed", "cancelled", "expired")
@@ -135,6 +141,9 @@ class JobManager:
         """Where jobs live; a backend changes it with :meth:`use`."""
         self.ttl = ttl
         self.callback_base = callback_base.rstrip("/")
+        self.callback_token: Callable[[str], str] | None = None
+        """The per-job token a ``callback_url`` carries (``?token=``), when the server
+        binds webhook deliveries to their job."""
         self.sessions: dict[str, Session] = {}
         """Sessions in memory, by id, that completions are delivered to."""
         self._find: Callable[[str], Session | None] = self.sessions.get
@@ -208,8 +217,11 @@ class JobManager:
         self._waiting = {r["session_id"] for r in self.store.jobs(undelivered=True)}
 
     def _handle(self, row: dict[str, Any]) -> Job:
+        url = f"{self.callback_base}/v1/webhooks/{row['id']}"
+        if self.callback_token is not None:
+            url += f"?token={self.callback_token(row['id'])}"
         return Job(row["id"], row["session_id"], row["call_id"], row["tool"], row["via"],
-                   f"{self.callback_base}/v1/webhooks/{row['id']}", self)
+                   url, self)
 
     def _create(self, session: Session, call: ToolCall, tool: Tool, status: str) -> Job:
         now = time.time()

@@ -58,6 +58,11 @@ class EventLog:
         """The seq of the newest event (0 when empty)."""
         return self._head
 
+    def reached(self) -> int:
+        """The newest seq the session's log has, wherever it is stored: ``head_seq`` here;
+        a shared log asks its store (this process's view of it may lag)."""
+        return self._head
+
     @property
     def first_seq(self) -> int:
         """The seq of the oldest retained event (head + 1 when empty)."""

@@ -130,6 +130,10 @@ class Store:
                            (webhook_id, job_id, time.time()))
         return cursor.rowcount == 1
 
+    def forget_webhook(self, webhook_id: str) -> None:
+        """Un-see ``webhook_id``: its delivery was not applied, and a retry must be."""
+        self._run("DELETE FROM webhook_ids WHERE id = ?", (webhook_id,))
+
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)

@@ -3,12 +3,14 @@ refusal to listen beyond loopback without auth."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,7 +18,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from toolplex import Settings
 
@@ -271,3 +273,64 @@ class TestServeCommand:
                                           "TOOLPLEX_CORS_ORIGINS": "http://x.example,http://y"})
         assert settings.api_keys == ("a", "b")
         assert settings.cors_origins == ("http://x.example", "http://y")
+
+
+def _start_serve(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``toolplex serve ARGS`` in its own process, its output (JSON logs) into ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "toolplex.cli", "serve", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+class TestTokensInLogs:
+    def test_redaction_reads_the_decoded_query(self) -> None:
+        from toolplex.server.auth import redact
+
+        for key in ("token", "TOKEN", "ToKeN", "%74oken", "%54%4F%4B%45%4E", "%2574oken"):
+            line = f'127.0.0.1:1 - "GET /v1/x?a=1&{key}=s3cret&b=2 HTTP/1.1" 200'
+            assert redact(line) == line.replace("s3cret", "[redacted]"), key
+        assert redact("/v1/x?tokens=keep&atoken=keep") == "/v1/x?tokens=keep&atoken=keep"
+
+    def test_only_the_documented_spelling_is_accepted(self, serve) -> None:
+        served = serve(_agent())
+        sid, token = served.session()
+        url = f"{served.http}/v1/sessions/{sid}/events"
+        for key in ("%74oken", "TOKEN"):
+            assert httpx.get(f"{url}?{key}={token}").status_code == 401, key
+
+    async def test_toolplex_serve_logs_no_token_on_any_path(self, tmp_path) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TOOLPLEX_")}
+        path = tmp_path / "serve.log"
+        proc = _start_serve(["--port", str(port), "--db", ":memory:"], path, clean)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient() as client:
+                with anyio.fail_after(30):
+                    while True:
+                        try:
+                            await client.get(f"{base}/healthz")
+                            break
+                        except httpx.TransportError:
+                            await anyio.sleep(0.1)
+                created = (await client.post(f"{base}/v1/sessions")).json()
+                sid, token = created["session_id"], created["token"]
+                for key in ("token", "%74oken", "TOKEN", "%54oKeN"):
+                    await client.get(f"{base}/v1/jobs/j_nope?{key}={token}")
+                    await client.post(f"{base}/v1/sessions/{sid}/runs?{key}={token}",
+                                      json={"input": "hello"})
+            for key in ("token", "%74oken"):  # (the second is refused: closed 1008)
+                async with connect(f"ws://127.0.0.1:{port}/v1/sessions/{sid}/ws"
+                                   f"?{key}={token}&after=0") as ws:
+                    with anyio.fail_after(10), contextlib.suppress(ConnectionClosed):
+                        await ws.recv()
+        finally:
+            proc.terminate()
+            proc.wait(20)
+        text = path.read_text()
+        assert "[redacted]" in text and '"logger": "uvicorn.access"' in text, text[-2000:]
+        assert "WebSocket" in text, "the WebSocket lines were logged too"
+        assert token not in text, [line for line in text.splitlines() if token in line]

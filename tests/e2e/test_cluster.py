@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from toolplex.backends.redis.keys import session_key
 from toolplex.backends.redis.log import SharedLogs
 from toolplex.events import TERMINAL_RUN_TYPES, RunStarted
-from toolplex.server.webhooks import sign
+from toolplex.server.webhooks import callback_token, sign
 from toolplex.testing import RedisServer, check_protocol, of_type
 
 from .conftest import Process
@@ -47,9 +47,11 @@ def redis_server() -> Iterator[RedisServer]:
 def cluster(serve_process: Callable[..., Process]) -> Callable[[RedisServer, int], list[Process]]:
     """``cluster(redis, n)``: n server processes on that Redis."""
 
-    def start(redis: RedisServer, n: int, retain: int = 10_000) -> list[Process]:
+    def start(redis: RedisServer, n: int, retain: int = 10_000,
+              extra: dict[str, str] | None = None) -> list[Process]:
         env = {"TOOLPLEX_REDIS_URL": redis.url, "TOOLPLEX_LEASE_TTL": str(LEASE_TTL),
-               "TOOLPLEX_WEBHOOK_SECRET": SECRET, "TOOLPLEX_LOG_RETAIN": str(retain)}
+               "TOOLPLEX_WEBHOOK_SECRET": SECRET, "TOOLPLEX_LOG_RETAIN": str(retain),
+               **(extra or {})}
         return [serve_process("tests.e2e.apps:cluster_app", env=env) for _ in range(n)]
 
     return start
@@ -207,7 +209,7 @@ async def test_a_webhook_to_another_process_completes_the_job_once_and_one_turn_
                     "content-type": "application/json"}
 
         async with httpx.AsyncClient() as client:
-            url = f"/v1/webhooks/{job_id}"
+            url = f"/v1/webhooks/{job_id}?token={callback_token(SECRET, job_id)}"
             first = await client.post(b.http + url, content=body, headers=headers("msg_1"))
             replay = await client.post(a.http + url, content=body, headers=headers("msg_1"))
             again = await client.post(a.http + url, content=body, headers=headers("msg_2"))
@@ -392,9 +394,11 @@ async def test_two_processes_appending_to_one_session_get_one_gapless_seq(
     assert int(first.sync.get(session_key(sid, "seq"))) == 600
 
 
-def _ag_ui(process: Process, body: dict[str, Any]) -> list[dict[str, Any]]:
+def _ag_ui(process: Process, body: dict[str, Any],
+           headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """POST /ag-ui; the AG-UI events of the response."""
-    with httpx.stream("POST", f"{process.http}/ag-ui", json=body, timeout=20) as response:
+    with httpx.stream("POST", f"{process.http}/ag-ui", json=body, timeout=20,
+                      headers=headers) as response:
         assert response.status_code == 200, response.read()
         blocks = response.read().decode().split("\n\n")
     return [json.loads(b.removeprefix("data: ")) for b in blocks if b.startswith("data: ")]
@@ -402,15 +406,19 @@ def _ag_ui(process: Process, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_an_ag_ui_thread_goes_on_on_another_process_and_its_interrupt_resumes_there(
         redis_server: RedisServer, cluster: Any) -> None:
-    a, b = cluster(redis_server, 2)
+    # A trusted backend with an API key: a thread id of its own, a person's answer relayed.
+    a, b = cluster(redis_server, 2, extra={"TOOLPLEX_API_KEY": "k-backend"})
+    key = _auth("k-backend")
     thread = {"threadId": "t-shared", "runId": "run-1",
               "messages": [{"id": "u1", "role": "user", "content": "discount please"}]}
-    first = _ag_ui(a, thread)
+    first = _ag_ui(a, thread, key)
     outcome = first[-1]["outcome"]
     assert first[-1]["type"] == "RUN_FINISHED" and outcome["type"] == "interrupt"
     job_id = outcome["interrupts"][0]["id"]
-    resumed = _ag_ui(b, {**thread, "runId": "run-2", "resume": [
-        {"interruptId": job_id, "status": "resolved", "payload": {"approved": True}}]})
+    answer = {**thread, "runId": "run-2", "resume": [
+        {"interruptId": job_id, "status": "resolved", "payload": {"approved": True}}]}
+    assert httpx.post(f"{b.http}/ag-ui", json=answer).status_code == 401, "no key, no answer"
+    resumed = _ag_ui(b, answer, key)
     assert resumed[0]["type"] == "RUN_STARTED" and resumed[-1]["type"] == "RUN_FINISHED"
     assert resumed[-1]["outcome"] == {"type": "success"}
     client = Redis.from_url(redis_server.url, decode_responses=True)

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from websockets.asyncio.client import ClientConnection, connect
 
 from toolplex import Agent, Job, Settings, tool
-from toolplex.server.webhooks import sign
+from toolplex.server.webhooks import callback_token, sign
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, of_type
 
 from .apps import jobs_agent
@@ -32,6 +32,11 @@ def _signed(body: bytes, *, secret: str = SECRET, msg_id: str = "msg_1",
     signature = Webhook(secret).sign(msg_id, when, body.decode())
     return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
             "webhook-signature": signature, "content-type": "application/json"}
+
+
+def hook(base: str, job_id: str) -> str:
+    """The job's ``callback_url`` on ``base``: its webhook route and its callback token."""
+    return f"{base}/v1/webhooks/{job_id}?token={callback_token(SECRET, job_id)}"
 
 
 async def _recv(ws: ClientConnection) -> dict[str, Any]:
@@ -141,7 +146,7 @@ class TestWebhook:
     async def test_a_correctly_signed_webhook_completes_the_job_once(self, serve) -> None:
         served, _, token, job_id, ws = await self._pending(serve)
         body = json.dumps({"rows": 1284}).encode()
-        url = f"{served.http}/v1/webhooks/{job_id}"
+        url = hook(served.http, job_id)
         async with httpx.AsyncClient() as client, ws:
             first = await client.post(url, content=body, headers=_signed(body))
             assert first.status_code == 200 and first.json() == {"ok": True}
@@ -156,7 +161,7 @@ class TestWebhook:
     async def test_forged_unsigned_stale_and_malformed_webhooks_are_401(self, serve) -> None:
         served, _, token, job_id, ws = await self._pending(serve)
         body = json.dumps({"rows": 1}).encode()
-        url = f"{served.http}/v1/webhooks/{job_id}"
+        url = hook(served.http, job_id)
         other = "whsec_" + base64.b64encode(b"not-the-secret-at-all-00000000").decode()
         stale = datetime.now(tz=UTC) - timedelta(minutes=10)
         attempts = {
@@ -179,7 +184,7 @@ class TestWebhook:
 
     async def test_several_signatures_and_non_utf8_bodies(self, serve) -> None:
         served, _, _, job_id, ws = await self._pending(serve)
-        url = f"{served.http}/v1/webhooks/{job_id}"
+        url = hook(served.http, job_id)
         raw = b"\xff\xfe not utf-8"  # the reference signer takes text only: sign by hand
         stamp = int(time.time())
         headers = {"webhook-id": "m8", "webhook-timestamp": str(stamp),
@@ -200,10 +205,10 @@ class TestWebhook:
         served, _, _, job_id, ws = await self._pending(serve)
         body = b'{"rows": 1}'
         async with httpx.AsyncClient() as client, ws:
-            unknown = await client.post(f"{served.http}/v1/webhooks/j_nope", content=body,
+            unknown = await client.post(hook(served.http, "j_nope"), content=body,
                                         headers=_signed(body, msg_id="u1"))
             assert unknown.status_code == 404
-            url = f"{served.http}/v1/webhooks/{job_id}"
+            url = hook(served.http, job_id)
             assert (await client.post(url, content=body,
                                       headers=_signed(body, msg_id="d1"))).status_code == 200
             late = await client.post(url, content=body, headers=_signed(body, msg_id="d2"))
@@ -211,6 +216,75 @@ class TestWebhook:
             huge = b'{"x": "' + b"a" * (2 << 20) + b'"}'
             assert (await client.post(url, content=huge,
                                       headers=_signed(huge, msg_id="d3"))).status_code == 413
+
+
+class TestWebhookBinding:
+    """A delivery is applied once, to its own job, and only to a job a webhook finishes."""
+
+    async def _two_pending(self, serve: Any, second: str = "export accounts") -> tuple[
+            Any, str, str, str]:
+        served = serve(_agent(), Settings(webhook_secret=SECRET))
+        jobs = []
+        for text in ("export accounts", second):
+            _, token, ws = await _start(served, text)
+            async with ws:
+                while (frame := await _recv(ws))["type"] != "job.pending":
+                    pass
+            jobs.append(frame["job_id"])
+        return served, token, jobs[0], jobs[1]
+
+    async def test_a_refused_body_does_not_use_up_its_webhook_id(self, serve) -> None:
+        served, _, job_id, _ = await self._two_pending(serve)
+        raw = b"not json"
+        stamp = int(time.time())
+        headers = {"webhook-id": "msg_retry", "webhook-timestamp": str(stamp),
+                   "webhook-signature": sign(SECRET, "msg_retry", stamp, raw)}
+        async with httpx.AsyncClient() as client:
+            refused = await client.post(hook(served.http, job_id), content=raw, headers=headers)
+            assert refused.status_code == 400
+            body = b'{"rows": 7}'
+            retried = await client.post(hook(served.http, job_id), content=body,
+                                        headers=_signed(body, msg_id="msg_retry"))
+        assert retried.json() == {"ok": True}, "the sender's retry is applied, not 'replayed'"
+        assert served.hub.jobs.store.job(job_id)["output"] == {"rows": 7}
+
+    async def test_a_delivery_for_one_job_cannot_complete_another(self, serve) -> None:
+        served, _, job_a, job_b = await self._two_pending(serve)
+        body = b'{"rows": 1}'
+        a_token = callback_token(SECRET, job_a)
+        async with httpx.AsyncClient() as client:
+            for url in (f"{served.http}/v1/webhooks/{job_b}?token={a_token}",
+                        f"{served.http}/v1/webhooks/{job_b}"):
+                moved = await client.post(url, content=body, headers=_signed(body))
+                assert moved.status_code == 401
+                assert moved.json()["error"]["code"] == "bad_callback_token"
+        assert served.hub.jobs.store.job(job_b)["status"] == "pending"
+        assert served.hub.jobs.store.job(job_a)["status"] == "pending"
+
+    async def test_a_signed_webhook_cannot_finish_a_person_s_job(self, serve) -> None:
+        served, _, _, human = await self._two_pending(serve, "approve 10%")
+        body = b'{"approved": true}'
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(hook(served.http, human), content=body,
+                                       headers=_signed(body))
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "not_webhook"
+        assert served.hub.jobs.store.job(human)["status"] == "pending"
+
+
+# The demo tool starts its partner and lets it go (Popen without wait): not this test's concern.
+@pytest.mark.filterwarnings("ignore::ResourceWarning",
+                            "ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_the_demo_partner_calls_back_on_its_callback_url(serve, monkeypatch) -> None:
+    from toolplex.demo import demo_agent
+
+    monkeypatch.setenv("TOOLPLEX_WEBHOOK_SECRET", SECRET)  # the partner process reads it
+    served = serve(demo_agent(), Settings(webhook_secret=SECRET))
+    served.hub.jobs.callback_base = served.http  # (the port is known once it serves)
+    _, _, ws = await _start(served, "export the accounts table")
+    async with ws:
+        events = await _until_job_turn_ends(ws)
+    completed = of_type(events, "job.completed")[0]
+    assert completed["status"] == "succeeded" and completed["output"]["rows"] == 1284
 
 
 class TestHuman:
@@ -271,7 +345,7 @@ async def test_a_job_started_before_a_crash_completes_after_a_restart(
         port = int(served.http.rsplit(":", 1)[1])
         restarted = serve_process("tests.e2e.apps:jobs_app", env, port=port)
         body = json.dumps({"rows": 99}).encode()
-        answer = await client.post(f"{restarted.http}/v1/webhooks/{job_id}", content=body,
+        answer = await client.post(hook(restarted.http, job_id), content=body,
                                    headers=_signed(body, msg_id="after-crash"))
         assert answer.status_code == 200
         after = seen[-1]["seq"]

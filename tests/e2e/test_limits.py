@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from toolplex import Settings
 
-from .test_jobs_e2e import SECRET, _agent, _signed
+from .test_jobs_e2e import SECRET, _agent, _signed, hook
 
 UPLOAD = 50 << 20
 """What an attacker tries to send: far past the 1 MiB limit."""
@@ -73,7 +73,7 @@ class TestBodyLimit:
         served = serve(_agent(), Settings(webhook_secret=SECRET))
         sid, token, job_id = await _job(served, "approve 10%")
         bearer = {"authorization": f"Bearer {token}"}
-        routes = {"/ag-ui": {}, "/v1/ai-sdk/chat": {}, f"/v1/webhooks/{job_id}": {},
+        routes = {"/ag-ui": {}, "/v1/ai-sdk/chat": {}, hook("", job_id): {},
                   f"/v1/jobs/{job_id}/complete": bearer, f"/v1/sessions/{sid}/runs": bearer,
                   "/scripted/v1/chat/completions": {}}
         for path, headers in routes.items():
@@ -89,7 +89,7 @@ class TestBodyLimit:
     ) -> None:
         served = serve(_agent(), Settings(webhook_secret=SECRET))
         _, _, job_id = await _job(served, "approve 10%")
-        for path in ("/ag-ui", "/v1/ai-sdk/chat", f"/v1/webhooks/{job_id}"):
+        for path in ("/ag-ui", "/v1/ai-sdk/chat", hook("", job_id)):
             status, sent = await anyio.to_thread.run_sync(
                 lambda p=path: _upload(served.http, p, declare=True))
             assert (status, sent) == (413, 0), path
@@ -121,6 +121,7 @@ class TestDepth:
     async def test_deep_nesting_is_a_typed_400_on_every_json_route(self, serve) -> None:
         served = serve(_agent(), Settings(webhook_secret=SECRET))
         sid, token, job_id = await _job(served, "approve 10%")
+        _, _, export = await _job(served, "export accounts")
         bearer = {"authorization": f"Bearer {token}", "content-type": "application/json"}
         body = '{"input": ' + DEEP + "}"
         async with httpx.AsyncClient(timeout=30) as client:
@@ -130,7 +131,7 @@ class TestDepth:
                 "complete": await client.post(f"{served.http}/v1/jobs/{job_id}/complete",
                                               content='{"output": ' + DEEP + "}",
                                               headers=bearer),
-                "webhook": await client.post(f"{served.http}/v1/webhooks/{job_id}",
+                "webhook": await client.post(hook(served.http, export),
                                              content=DEEP, headers=_signed(DEEP.encode())),
                 "ag-ui": await client.post(f"{served.http}/ag-ui", content=DEEP,
                                            headers=bearer),
@@ -221,3 +222,43 @@ class TestSessions:
         assert [s.id for s in again.store] == [kept.id]
         fresh = [again.create_session(), again.create_session()]
         assert {r["id"] for r in Store(db).sessions()} == {s.id for s in fresh}
+
+
+class TestEdges:
+    async def test_a_job_without_its_token_answers_alike_whether_it_exists_or_not(
+        self, serve
+    ) -> None:
+        served = serve(_agent(), Settings(webhook_secret=SECRET))
+        _, _, job_id = await _job(served, "approve 10%")
+        async with httpx.AsyncClient() as client:
+            for method, suffix in (("GET", ""), ("POST", "/complete")):
+                answers = [await client.request(method, f"{served.http}/v1/jobs/{j}{suffix}",
+                                                json={"output": 1})
+                           for j in (job_id, "j_000000000000")]
+                assert [a.status_code for a in answers] == [401, 401], method
+                assert answers[0].json() == answers[1].json()
+
+    @pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "999"])
+    async def test_one_cursor_rule_for_sse_and_websocket(self, serve, cursor: str) -> None:
+        served = serve(_agent())
+        sid, token = served.session()
+        async with httpx.AsyncClient() as client:
+            for where in ({"params": {"after": cursor}}, {"headers": {"last-event-id": cursor}}):
+                sse = await client.get(f"{served.http}/v1/sessions/{sid}/events",
+                                       headers={"authorization": f"Bearer {token}",
+                                                **where.get("headers", {})},
+                                       params=where.get("params"))
+                assert sse.status_code == 400, where
+                assert sse.json()["error"]["code"] == "bad_cursor"
+        url = f"{served.ws}/v1/sessions/{sid}/ws?token={token}"
+        async with connect(f"{url}&after={cursor}") as ws:
+            with anyio.fail_after(10):
+                error = json.loads(await ws.recv())
+            assert (error["type"], error["error"]["code"]) == ("command.error", "bad_cursor")
+            await ws.send(json.dumps({"type": "subscribe", "after": cursor, "ref": "s1"}))
+            with anyio.fail_after(10):
+                error = json.loads(await ws.recv())
+            assert (error["type"], error["error"]["code"]) == ("command.error", "bad_cursor")
+            await ws.send(json.dumps({"type": "subscribe", "after": 0}))  # still open
+            with anyio.fail_after(10):
+                assert json.loads(await ws.recv())["type"] == "stream.hello"

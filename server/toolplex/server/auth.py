@@ -6,14 +6,14 @@ import hashlib
 import hmac
 import logging
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from starlette.requests import HTTPConnection
 
 SUBPROTOCOL = "toolplex.v1"
 """The WebSocket subprotocol; a token may ride along as ``bearer.<token>``."""
 
-_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
+_QUERY_PAIR = re.compile(r"(^|[?&;\s])([^=&;?/\s\"'#]*)=([^&;\s\"'#]*)")
 
 
 def token_of(conn: HTTPConnection) -> str | None:
@@ -25,7 +25,38 @@ def token_of(conn: HTTPConnection) -> str | None:
         proto = proto.strip()
         if proto.startswith("bearer."):
             return proto[len("bearer."):]
-    return conn.query_params.get("token")
+    return query_token(conn.scope.get("query_string", b""))
+
+
+def query_token(query: bytes) -> str | None:
+    """The value of the query's ``token`` parameter, spelt exactly so.
+
+    [protocol] the documented place is ``?token=``: a key that only decodes to it
+    (``%74oken``) or differs in case (``TOKEN``) is not a token (and is still redacted).
+    """
+    for pair in query.decode("latin-1").split("&"):
+        key, _, value = pair.partition("=")
+        if key == "token":
+            return unquote_plus(value)
+    return None
+
+
+def _is_token_key(key: str) -> bool:
+    for _ in range(3):  # a key encoded twice over (%2574oken) still reads as a token
+        decoded = unquote_plus(key)
+        if decoded == key:
+            break
+        key = decoded
+    return key.strip().lower() == "token"
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every query parameter whose key decodes to ``token``
+    (any case, any percent-encoding) replaced by ``[redacted]``."""
+    if "=" not in text:
+        return text
+    return _QUERY_PAIR.sub(
+        lambda m: f"{m[1]}{m[2]}=[redacted]" if _is_token_key(m[2]) else m[0], text)
 
 
 def api_key_ok(token: str | None, keys: tuple[str, ...]) -> bool:
@@ -50,21 +81,24 @@ def origin_allowed(conn: HTTPConnection, allowed: tuple[str, ...]) -> bool:
 
 
 class RedactTokens(logging.Filter):
-    """Replaces ``token=...`` in log records (uvicorn's access log prints query strings)."""
+    """Redacts tokens in log records (see :func:`redact`): uvicorn's access log and its
+    WebSocket lines print the path with its query string."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args)
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.msg)
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
         return True
 
 
-def install_redaction() -> None:
-    """Add :class:`RedactTokens` to uvicorn's loggers, once."""
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
+def install_redaction(*handlers: logging.Handler) -> None:
+    """Add :class:`RedactTokens` to uvicorn's loggers and to ``handlers``, once each.
+
+    A logger's filter sees only what is logged to that very logger; a handler's sees
+    everything it writes, whichever logger it came through.
+    """
+    loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error")]
+    for target in (*loggers, *handlers):
+        if not any(isinstance(f, RedactTokens) for f in target.filters):
+            target.addFilter(RedactTokens())

@@ -49,7 +49,9 @@ class Subscribe(_Command):
     """Replay everything after ``after``, then go live."""
 
     type: Literal["subscribe"]
-    after: Annotated[int, pydantic.Field(ge=0)] = 0
+    after: int | str = 0
+    """A seq (a string of digits too), checked by the transport (``Hub.cursor``): from 0
+    up to the log's head."""
 
 
 Command = Annotated[

@@ -7,6 +7,7 @@ sessions and jobs live and which process runs a run are the backend's.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import anyio
@@ -21,7 +22,7 @@ from .commands import JobComplete, RunCancel, RunStart, Subscribe, ToolCancel
 from .metrics import Metrics
 from .sessions import SessionStore
 from .settings import Settings
-from .webhooks import check_secret
+from .webhooks import callback_token, check_secret
 
 logger = logging.getLogger("toolplex.server")
 
@@ -41,6 +42,7 @@ class Hub:
         self.jobs.callback_base = settings.public_url.rstrip("/")
         if settings.webhook_secret:
             check_secret(settings.webhook_secret)
+            self.jobs.callback_token = partial(callback_token, settings.webhook_secret)
         agent.run_end_hooks.append(lambda run: self.save(run.session))
         for session in self.store.restore():
             self._adopt(session)
@@ -116,13 +118,33 @@ class Hub:
     def session_of_job(self, job_id: str, token: str | None) -> Session | None:
         """The session owning a job if ``token`` is its token, else None.
 
-        Raises:
-            ProtocolError: ``unknown_job``.
+        [protocol] an unknown job and a wrong token look the same (None): a refusal
+        reveals nothing about which jobs exist.
         """
         row = self.jobs.store.job(job_id)
-        if row is None:
-            raise ProtocolError("unknown_job", f"no job {job_id!r}")
-        return self.store.authorize(row["session_id"], token)
+        return self.store.authorize(row["session_id"] if row else "", token)
+
+    def cursor(self, session: Session, raw: object) -> int:
+        """A reader's resume cursor, by the one rule WebSocket and SSE share.
+
+        [protocol] a cursor is a seq the session has reached: an integer from 0 to the
+        log's head. Anything else (not a number, negative, beyond the head) is refused
+        rather than read as 0 or waited on.
+
+        Raises:
+            ProtocolError: ``bad_cursor``.
+        """
+        text = str(raw) if isinstance(raw, (int, str)) and not isinstance(raw, bool) else ""
+        if not text.isdigit():
+            raise ProtocolError("bad_cursor", f"a cursor is a seq (0 or more), got {raw!r}")
+        value = int(text)
+        head = session.log.head_seq
+        if value > head:
+            head = session.log.reached()  # (with Redis, this process's view may lag)
+        if value > head:
+            raise ProtocolError("bad_cursor", f"cursor {value} is beyond the log's head "
+                                f"({head}): resume from a seq you received")
+        return value
 
     def complete_job(self, session: Session, job_id: str, output: Any) -> None:
         """A person finishes a human-in-the-loop job of this session.

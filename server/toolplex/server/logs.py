@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from .auth import install_redaction, redact
+
 _IDS = ("session_id", "run_id", "call_id", "job_id")
 
 
@@ -27,7 +29,7 @@ class JSONFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for key in _IDS:
             value = getattr(record, key, None)
@@ -40,7 +42,7 @@ class JSONFormatter(logging.Formatter):
                 out["trace_id"] = format(span.trace_id, "032x")
                 out["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
-            out["error"] = self.formatException(record.exc_info)
+            out["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -59,6 +61,7 @@ def configure_logging(level: str = "info") -> None:
     """
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter())
+    install_redaction(handler)
     for name in ("toolplex", "uvicorn", "uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 STATUS = {"bad_json": 400, "bad_command": 422, "bad_input": 422, "unknown_command": 400,
           "run_active": 409, "unknown_run": 404, "unknown_call": 404, "unknown_job": 404,
-          "job_finished": 409, "not_human": 409, "too_large": 413, "too_deep": 400,
+          "job_finished": 409, "not_human": 409, "not_webhook": 409,
+          "bad_callback_token": 401, "too_large": 413, "too_deep": 400,
           "bad_cursor": 400,
           "unauthorized": 401, "store_unavailable": 503,
           "forbidden_origin": 403, "unsupported_media": 415, "too_many_sessions": 503}

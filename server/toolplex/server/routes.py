@@ -17,13 +17,13 @@ from ..exceptions import ProtocolError
 from ..jobs import status_of
 from ..session import Session
 from ..store import OPEN
-from .auth import api_key_ok, token_of
+from .auth import api_key_ok, query_token, token_of
 from .bodies import read_body, read_json
 from .commands import JobComplete, RunStart, parse_command
 from .hub import Hub
 from .readers import SlowReader, frames, hello
 from .responses import error_response, event_stream
-from .webhooks import WebhookRefused, verify
+from .webhooks import WebhookRefused, bound_to, verify
 
 
 def _hub(request: Request) -> Hub:
@@ -71,9 +71,9 @@ async def events(request: Request) -> Response:
         return _refused()
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
-        after = max(int(raw), 0)
-    except ValueError:
-        return error_response("bad_cursor", f"the cursor must be a seq, got {raw!r}")
+        after = hub.cursor(session, raw.strip())
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         hub.store.readers[session.id] = hub.store.readers.get(session.id, 0) + 1
@@ -199,39 +199,60 @@ async def job_status(request: Request) -> Response:
 
 
 async def webhook(request: Request) -> Response:
-    """``POST /v1/webhooks/{job_id}``: an external service reports a job's result."""
+    """``POST /v1/webhooks/{job_id}?token=``: an external service reports a job's result.
+
+    The checks, in order: a secret is configured; the URL's token is the job's callback
+    token (before the body is read); the body fits; the signature; the job exists and is
+    finished by webhook; the body is JSON. Only then is the ``webhook-id`` recorded, so a
+    delivery refused for its body can be retried with the same id.
+    """
     hub = _hub(request)
     settings = hub.settings
     job_id = request.path_params["job_id"]
     if not settings.webhook_secret:
         return error_response("webhooks_disabled", "no webhook secret is configured", 401)
+    if not bound_to(settings.webhook_secret, job_id, query_token(request.scope["query_string"])):
+        return error_response("bad_callback_token", "the URL's token is not this job's "
+                              "callback token: post to the job's callback_url", 401)
     try:
         raw = await read_body(request, settings.max_body_bytes)
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
-    try:
         webhook_id = verify(settings.webhook_secret, request.headers, raw,
                             tolerance=settings.webhook_tolerance)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
     except WebhookRefused as exc:
         # [protocol] forged, unsigned or stale: 401, and nothing changes.
         return error_response("bad_signature", str(exc), 401)
     row = hub.jobs.store.job(job_id)
     if row is None:
         return error_response("unknown_job", f"no job {job_id!r}")
-    if not hub.jobs.store.first_webhook(webhook_id, job_id):
-        return JSONResponse({"ok": True, "replayed": True})
-    if row["status"] not in OPEN:
-        return error_response("job_finished", f"job {job_id} has already ended ({row['status']})")
+    if row["via"] != "webhook":
+        return error_response("not_webhook", f"job {job_id} is finished by {row['via']}, "
+                              "not by a webhook")
     try:
         body = loads(raw) if raw.strip() else None
     except ProtocolError as exc:
         return error_response(exc.code, f"the webhook body: {exc.message}")
+    if not hub.jobs.store.first_webhook(webhook_id, job_id):
+        return JSONResponse({"ok": True, "replayed": True})
+    applied = False
+    try:
+        if row["status"] in OPEN:
+            applied = _apply(hub, job_id, body)
+    finally:
+        if not applied:
+            hub.jobs.store.forget_webhook(webhook_id)  # [webhooks] recorded once applied only
+    if not applied:
+        return error_response("job_finished", f"job {job_id} has already ended")
+    return JSONResponse({"ok": True})
+
+
+def _apply(hub: Hub, job_id: str, body: Any) -> bool:
+    """Complete a job from a webhook's body (``{"error": ...}`` fails it)."""
     if isinstance(body, dict) and isinstance(body.get("error"), (dict, str)):
         error = body["error"]
         error = error if isinstance(error, dict) else {"message": error}
-        hub.jobs.complete(job_id, "failed", error={
+        return hub.jobs.complete(job_id, "failed", error={
             "code": str(error.get("code", "job_failed")),
             "message": str(error.get("message", "the external service reported a failure"))})
-    else:
-        hub.jobs.complete(job_id, "succeeded", output=body)
-    return JSONResponse({"ok": True})
+    return hub.jobs.complete(job_id, "succeeded", output=body)

@@ -48,6 +48,24 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def callback_token(secret: str, job_id: str) -> str:
+    """The token that binds webhook deliveries to one job (in its ``callback_url``).
+
+    The job id sits in the URL, outside what the sender signs: without this token a
+    delivery signed for job A would complete job B when posted to B's URL. Derived from
+    the secret (HMAC), it is unguessable, needs no storage, and every process sharing
+    the secret computes the same one.
+    """
+    digest = hmac.new(_key(secret), b"toolplex-callback." + job_id.encode(),
+                      hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode()
+
+
+def bound_to(secret: str, job_id: str, token: str | None) -> bool:
+    """True when ``token`` is ``job_id``'s callback token (compared in constant time)."""
+    return hmac.compare_digest((token or "").encode(), callback_token(secret, job_id).encode())
+
+
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *,
            tolerance: float = 300.0, now: float | None = None) -> str:
     """Check a webhook's signature and freshness; return its ``webhook-id``.

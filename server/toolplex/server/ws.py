@@ -124,7 +124,7 @@ class _Connection:
                 ref = data["ref"]
             command = parse_command(data)
             if isinstance(command, Subscribe):
-                self.subscribe(tg, command.after)
+                self.subscribe(tg, self.hub.cursor(self.session, command.after))
                 return
             result = self.hub.execute(self.session, command)
             if ref is not None:
@@ -171,7 +171,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             conn.scope = tg.cancel_scope
             after = ws.query_params.get("after")
             if after is not None:
-                conn.subscribe(tg, _cursor(after))
+                try:
+                    conn.subscribe(tg, hub.cursor(session, after))
+                except ProtocolError as exc:
+                    # [protocol] the same rule as SSE's 400; the connection stays open for
+                    # a `subscribe` with a good cursor.
+                    await conn.send(command_error(exc))
             try:
                 while True:
                     message = await ws.receive()
@@ -202,9 +207,3 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         with anyio.move_on_after(1), suppress(Exception):
             await ws.close(code=close[0], reason=close[1])
 
-
-def _cursor(value: str) -> int:
-    try:
-        return max(int(value), 0)
-    except ValueError:
-        return 0

@@ -32,6 +32,7 @@ import redis.asyncio
 
 from ...events import BaseEvent, from_dict, now_ms
 from ...log import EventLog
+from .. import unavailable
 from .keys import CHANGES, UNREACHABLE, async_client, lease_key, session_key, sync_client
 
 logger = logging.getLogger("toolplex.backends.redis")
@@ -84,6 +85,19 @@ class SharedLog(EventLog):
         self.fence: tuple[str, str] | None = None
         """``(run_id, lease)`` while this process owns a run of the session: that run's
         events are written only while the lease holds."""
+
+    def reached(self) -> int:
+        """The seq Redis's counter is at (another process may have appended since the
+        tailer last ran).
+
+        Raises:
+            ProtocolError: ``store_unavailable``.
+        """
+        try:
+            return max(self.head_seq,
+                       int(self._logs.sync.get(session_key(self.session_id, "seq")) or 0))
+        except UNREACHABLE:
+            raise unavailable() from None
 
     def append(self, event: BaseEvent) -> BaseEvent:
         stamped = event.stamp(0, event.ts or now_ms(), self.session_id)

@@ -163,6 +163,10 @@ class RedisStore:
         """True the first time ``webhook_id`` is seen (kept a week); a replay returns False."""
         return bool(self.redis.set(webhook_key(webhook_id), job_id, nx=True, ex=7 * 24 * 3600))
 
+    def forget_webhook(self, webhook_id: str) -> None:
+        """Un-see ``webhook_id``: its delivery was not applied, and a retry must be."""
+        self.redis.delete(webhook_key(webhook_id))
+
 
 def _decode(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(row)
