@@ -143,10 +143,10 @@ def _from_env(options: argparse.Namespace, environ: Mapping[str, str] = os.envir
     ):
         if getattr(options, option) is None:
             setattr(options, option, _env(name, default))
-    for option, name, default in (("max_body_bytes", "TOOLPLEX_MAX_BODY_BYTES", 1 << 20),
-                                  ("max_sessions", "TOOLPLEX_MAX_SESSIONS", 10_000)):
+    for option, name, fallback in (("max_body_bytes", "TOOLPLEX_MAX_BODY_BYTES", 1 << 20),
+                                   ("max_sessions", "TOOLPLEX_MAX_SESSIONS", 10_000)):
         if getattr(options, option) is None:
-            raw = _env(name, str(default)) or ""
+            raw = _env(name, str(fallback)) or ""
             if not raw.isdigit() or int(raw) < 1:
                 raise _EnvError(f"{name}: {raw!r} is not a positive whole number")
             setattr(options, option, int(raw))

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -275,13 +274,6 @@ class TestServeCommand:
         assert settings.cors_origins == ("http://x.example", "http://y")
 
 
-def _start_serve(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``toolplex serve ARGS`` in its own process, its output (JSON logs) into ``log``."""
-    with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "toolplex.cli", "serve", *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
 class TestTokensInLogs:
     def test_redaction_reads_the_decoded_query(self) -> None:
         from toolplex.server.auth import redact
@@ -298,39 +290,24 @@ class TestTokensInLogs:
         for key in ("%74oken", "TOKEN"):
             assert httpx.get(f"{url}?{key}={token}").status_code == 401, key
 
-    async def test_toolplex_serve_logs_no_token_on_any_path(self, tmp_path) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("TOOLPLEX_")}
-        path = tmp_path / "serve.log"
-        proc = _start_serve(["--port", str(port), "--db", ":memory:"], path, clean)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            async with httpx.AsyncClient() as client:
-                with anyio.fail_after(30):
-                    while True:
-                        try:
-                            await client.get(f"{base}/healthz")
-                            break
-                        except httpx.TransportError:
-                            await anyio.sleep(0.1)
-                created = (await client.post(f"{base}/v1/sessions")).json()
-                sid, token = created["session_id"], created["token"]
-                for key in ("token", "%74oken", "TOKEN", "%54oKeN"):
-                    await client.get(f"{base}/v1/jobs/j_nope?{key}={token}")
-                    await client.post(f"{base}/v1/sessions/{sid}/runs?{key}={token}",
-                                      json={"input": "hello"})
-            for key in ("token", "%74oken"):  # (the second is refused: closed 1008)
-                async with connect(f"ws://127.0.0.1:{port}/v1/sessions/{sid}/ws"
-                                   f"?{key}={token}&after=0") as ws:
-                    with anyio.fail_after(10), contextlib.suppress(ConnectionClosed):
-                        await ws.recv()
-        finally:
-            proc.terminate()
-            proc.wait(20)
-        text = path.read_text()
+    async def test_toolplex_serve_logs_no_token_on_any_path(self, toolplex_serve) -> None:
+        serving = toolplex_serve()
+        base = serving.url
+        async with httpx.AsyncClient() as client:
+            created = (await client.post(f"{base}/v1/sessions")).json()
+            sid, token = created["session_id"], created["token"]
+            for key in ("token", "%74oken", "TOKEN", "%54oKeN"):
+                await client.get(f"{base}/v1/jobs/j_nope?{key}={token}")
+                await client.post(f"{base}/v1/sessions/{sid}/runs?{key}={token}",
+                                  json={"input": "hello"})
+        for key in ("token", "%74oken"):  # (the second is refused: closed 1008)
+            async with connect(f"{base.replace('http', 'ws')}/v1/sessions/{sid}/ws"
+                               f"?{key}={token}&after=0") as ws:
+                with anyio.fail_after(10), contextlib.suppress(ConnectionClosed):
+                    await ws.recv()
+        serving.proc.terminate()
+        serving.proc.wait(20)
+        text = serving.log.read_text()
         assert "[redacted]" in text and '"logger": "uvicorn.access"' in text, text[-2000:]
         assert "WebSocket" in text, "the WebSocket lines were logged too"
         assert token not in text, [line for line in text.splitlines() if token in line]
