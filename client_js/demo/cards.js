@@ -7,7 +7,7 @@
  * @module demo/cards
  */
 
-import { duration, fill, h, json } from './dom.js';
+import { duration, fill, h, json, linkify, pretty } from './dom.js';
 
 /** @typedef {import('../toolplex.js').CallView} CallView */
 /** @typedef {import('../toolplex.js').ViewState} ViewState */
@@ -28,6 +28,12 @@ const SHOWN_CHUNKS = 12;
 
 /** Decisions already sent for human jobs, so a re-render keeps the buttons settled. */
 const decided = new Map();
+
+/** Which JSON blocks a person opened or closed (`call:kind`), kept across re-renders. */
+const expanded = new Map();
+
+/** A JSON block this many lines long or shorter starts open. */
+const OPEN_LINES = 8;
 
 /**
  * Create an empty card for a call; {@link renderCard} fills it.
@@ -56,13 +62,14 @@ export function createCard(call) {
 export function renderCard(el, call, state, actions) {
   el.dataset.status = call.status;
   el.dataset.tool = call.name ?? '';
+  if (call.job) el.dataset.jobStatus = call.job.status;
   fill(el, header(call, actions), args(call), notes(call, state), chunks(call), job(call, actions), outcome(call));
 }
 
 /** @param {CallView} call @param {Actions} actions */
 function header(call, actions) {
   const badges = [
-    h('span', { class: 'badge status', 'data-status': call.status }, LABELS[call.status] ?? call.status),
+    h('span', { class: 'badge status', 'data-status': call.status }, label(call)),
     call.attempts.length > 1 && h('span', { class: 'badge', title: 'attempts' }, `attempt ${call.attempts.length}`),
     ...call.retries.map((r) => h('span', {
       class: 'badge retry', 'data-attempt': r.attempt, title: r.error ? `${r.error.code}: ${r.error.message}` : '',
@@ -80,18 +87,53 @@ function header(call, actions) {
     h('span', { class: 'badges' }, badges), cancel);
 }
 
+/**
+ * The status badge's text; a finished job says how it finished.
+ *
+ * @param {CallView} call
+ * @returns {string}
+ */
+function label(call) {
+  if (call.status === 'job_done' && call.job) return `job ${call.job.status}`;
+  return LABELS[call.status] ?? call.status;
+}
+
+/**
+ * A JSON value, pretty-printed with clickable URLs, in a block that folds; a long one
+ * starts folded, showing a one-line preview.
+ *
+ * @param {CallView} call
+ * @param {string} kind `args`, `result`, `partial` or `job-result` (the `pre`'s class)
+ * @param {string} title the block's label
+ * @param {unknown} value
+ * @returns {HTMLElement}
+ */
+function jsonBlock(call, kind, title, value) {
+  const text = pretty(value);
+  const key = `${call.id}:${kind}`;
+  const open = expanded.get(key) ?? text.split('\n').length <= OPEN_LINES;
+  return h('details', {
+    class: `json ${kind}-wrap`, open,
+    ontoggle: (/** @type {Event} */ e) => expanded.set(key, /** @type {HTMLDetailsElement} */ (e.currentTarget).open),
+  }, h('summary', {}, h('span', { class: 'json-label' }, title), h('code', { class: 'json-preview' }, json(value, 90))),
+  h('pre', { class: kind === 'job-result' ? 'result' : kind }, linkify(text)));
+}
+
 /** @param {CallView} call */
 function args(call) {
-  const text = call.argsText || (call.args === undefined ? '' : json(call.args));
-  const writing = call.status === 'streaming_args';
-  return h('pre', { class: `args${writing ? ' caret' : ''}`, title: 'arguments' }, text || (writing ? '' : '{}'));
+  const writing = call.status === 'streaming_args' || call.args === undefined;
+  if (!writing) return jsonBlock(call, 'args', 'arguments', call.args);
+  return h('pre', { class: `args${call.status === 'streaming_args' ? ' caret' : ''}`, title: 'arguments' },
+    call.argsText || (call.status === 'streaming_args' ? '' : '{}'));
 }
 
 /** @param {CallView} call @param {ViewState} state */
 function notes(call, state) {
   const out = [];
   for (const t of call.timeouts) {
-    const then = t.will_retry ? 'retrying' : 'partial output kept';
+    const attempt = call.attempts.find((a) => a.attempt === t.attempt);
+    const kept = call.partial || (attempt?.chunks.length ?? 0) > 0;
+    const then = t.will_retry ? 'retrying' : kept ? 'partial output kept' : 'no output to keep';
     const text = `Timed out after ${duration(t.timeout_ms)} (attempt ${t.attempt}), ${then}.`;
     out.push(h('p', { class: 'note timeout' }, text));
   }
@@ -133,7 +175,7 @@ function chunks(call) {
   const hidden = Math.max(0, call.chunks.length - SHOWN_CHUNKS);
   return h('ol', { class: 'chunks', 'aria-label': 'output chunks' },
     hidden > 0 && h('li', { class: 'more' }, `${hidden} earlier chunk${hidden === 1 ? '' : 's'}`),
-    call.chunks.slice(hidden).map((c) => h('li', { 'data-index': c.index }, json(c.data, 240))));
+    call.chunks.slice(hidden).map((c) => h('li', { 'data-index': c.index }, linkify(json(c.data, 240)))));
 }
 
 /** @param {CallView} call @param {Actions} actions */
@@ -166,7 +208,7 @@ function job(call, actions) {
   }
   const result = j.status !== 'pending' && (j.error
     ? h('p', { class: 'error' }, `${j.error.code}: ${j.error.message}`)
-    : j.output !== undefined && h('pre', { class: 'result' }, json(j.output)));
+    : j.output !== undefined && jsonBlock(call, 'job-result', 'job result', j.output));
   return h('div', { class: 'job', 'data-job-id': j.job_id, 'data-job-status': j.status },
     h('p', { class: 'job-label' }, label), bar, buttons, result);
 }
@@ -177,10 +219,28 @@ function outcome(call) {
     return h('p', { class: 'error' }, h('strong', {}, call.error.code), `: ${call.error.message}`);
   }
   if (call.status === 'cancelled' && call.cancel?.partial_output !== undefined) {
+    const partial = call.cancel.partial_output;
+    if (sameAsChunks(call, partial)) return h('p', { class: 'result-note muted' }, 'Partial output: the chunks above.');
     return h('div', { class: 'result-wrap' }, h('span', { class: 'badge partial' }, 'partial output'),
-      h('pre', { class: 'result' }, json(call.cancel.partial_output)));
+      jsonBlock(call, 'result', 'partial output', partial));
   }
   if (call.output === undefined || call.job) return null;
+  // A streaming tool's result is its chunks: say so rather than print them twice.
+  if (call.chunks.length > 1 && sameAsChunks(call, call.output)) {
+    const n = call.chunks.length;
+    return h('p', { class: 'result-note muted', 'data-result': 'chunks' },
+      `${call.partial ? 'Partial result' : 'Result'}: the ${n} chunks above.`);
+  }
   return h('div', { class: 'result-wrap' }, call.partial && h('span', { class: 'badge partial' }, 'partial'),
-    h('pre', { class: 'result' }, json(call.output)));
+    jsonBlock(call, 'result', 'result', call.output));
+}
+
+/**
+ * @param {CallView} call
+ * @param {unknown} value a result or partial output
+ * @returns {boolean} true when it is the list of the call's chunks
+ */
+function sameAsChunks(call, value) {
+  return Array.isArray(value) && value.length === call.chunks.length
+    && json(value, Infinity) === json(call.chunks.map((c) => c.data), Infinity);
 }

@@ -11,6 +11,7 @@ import { ToolplexClient, createSession } from '/static/toolplex.js';
 
 import { fill, h } from './dom.js';
 import { Feed } from './feed.js';
+import { loadMarkdown } from './markdown.js';
 import { isLive, renderTimeline } from './timeline.js';
 
 /** @typedef {import('../toolplex.js').ViewState} ViewState */
@@ -33,6 +34,10 @@ let frame = 0;
 let scope = 'session';
 /** @type {ReturnType<typeof setInterval> | undefined} */
 let ticker;
+/** What was sent and not yet seen to start: the page shows "Thinking…" meanwhile. */
+let awaiting = '';
+/** The runs the view had when it was sent, to notice the new one. */
+let runsAtSend = 0;
 
 const feed = new Feed($('#feed'), {
   cancelCall: (id) => client?.cancelCall(id),
@@ -89,8 +94,11 @@ async function start(fresh = false) {
     // like a network error to a browser): after a few tries, start a new one.
     if (!opened && !fresh && e.status === 'reconnecting' && e.attempt >= 2) start(true);
   });
-  c.addEventListener('command-error', (e) => toast(`${e.frame.error?.code}: ${e.frame.error?.message}`));
-  c.addEventListener('gap', (e) => toast(`Events ${e.frame.from_seq}–${e.frame.to_seq} are no longer in the log.`));
+  c.addEventListener('command-error', (e) => {
+    // A refused run says so itself (ask() puts the text back); other refusals are shown here.
+    if (e.frame.error?.code !== 'run_active') toast(`${e.frame.error?.code}: ${e.frame.error?.message}`);
+  });
+  c.addEventListener('gap', (e) => toast(`Events ${e.frame.from_seq}–${e.frame.to_seq} are no longer in the server's log (a restart, or an old session): the conversation is shown from its history.`));
   c.addEventListener('error', (e) => { if (!e.fatal) toast(e.error.message); });
   try {
     await c.connect();
@@ -122,10 +130,18 @@ function draw() {
   const stop = /** @type {HTMLButtonElement} */ ($('#stop'));
   stop.hidden = !running;
   stop.dataset.runId = running ?? '';
+  if (awaiting && state.runOrder.length > runsAtSend) awaiting = '';
+  $('#pending').hidden = !awaiting;
+  setBusy(!!running || !!awaiting);
   if (changed && nearBottom) window.scrollTo({ top: root.scrollHeight });
   // While a call runs or a job waits, bars grow with the clock: redraw ten times a second.
   if (isLive(state) && !ticker) ticker = setInterval(schedule, 100);
   if (!isLive(state) && ticker) { clearInterval(ticker); ticker = undefined; }
+}
+
+/** @returns {boolean} whether the latest view has a run still going */
+function isRunning() {
+  return !!state && state.runOrder.some((id) => state?.runs[id].status === 'running');
 }
 
 /** @returns {ViewState} */
@@ -161,19 +177,49 @@ function toast(text) {
   el.dataset.timer = String(setTimeout(() => { el.hidden = true; }, 5000));
 }
 
-/** @param {string} text */
+/**
+ * While a run streams (or one was just sent), Send and the chips wait: the typed text
+ * stays in the box instead of being lost behind a refusal.
+ *
+ * @param {boolean} busy
+ */
+function setBusy(busy) {
+  const send = /** @type {HTMLButtonElement} */ ($('#send'));
+  send.disabled = busy;
+  send.title = busy ? 'A run is streaming: send when it ends (or Stop it)' : '';
+  for (const chip of $('#suggestions').querySelectorAll('button')) {
+    /** @type {HTMLButtonElement} */ (chip).disabled = busy;
+  }
+}
+
+/**
+ * Send a message; true when it went (or was queued for the reconnect).
+ *
+ * @param {string} text
+ * @returns {boolean}
+ */
 function ask(text) {
   const message = text.trim();
-  if (!message || !client) return;
+  if (!message || !client || /** @type {HTMLButtonElement} */ ($('#send')).disabled) return false;
   if (client.status !== 'open') toast('Offline: your message goes out when the connection is back.');
-  client.run(message).catch(() => { /* a refusal is shown by the command-error toast */ });
+  awaiting = message;
+  runsAtSend = state?.runOrder.length ?? 0;
+  const input = /** @type {HTMLInputElement} */ ($('#input'));
+  client.run(message).catch((/** @type {any} */ err) => {
+    awaiting = '';
+    // Refused (another tab's run is streaming, say): give the text back to edit and resend.
+    if (!input.value) input.value = message;
+    if (err?.code === 'run_active') toast('A run is already streaming in this session: send again when it ends.');
+    schedule();
+  });
+  schedule();
+  return true;
 }
 
 $('#composer').addEventListener('submit', (e) => {
   e.preventDefault();
   const input = /** @type {HTMLInputElement} */ ($('#input'));
-  ask(input.value);
-  input.value = '';
+  if (ask(input.value)) input.value = '';
 });
 $('#suggestions').addEventListener('click', (e) => {
   const button = /** @type {HTMLElement} */ (e.target).closest('button[data-prompt]');
@@ -194,5 +240,32 @@ $('#new-session').addEventListener('click', () => {
   sessionStorage.removeItem(KEY);
   start(true);
 });
+$('#toggle-timeline').addEventListener('click', () => {
+  const side = $('#side');
+  const collapsed = side.dataset.collapsed !== 'true';
+  side.dataset.collapsed = String(collapsed);
+  $('#toggle-timeline').setAttribute('aria-expanded', String(!collapsed));
+  schedule();
+});
 
+/** The agent's example prompts as chips; none (an agent of your own): no chips. */
+async function loadPrompts() {
+  let prompts = [];
+  try {
+    const res = await fetch('/v1/agent', { headers: { Accept: 'application/json' } });
+    if (res.ok) prompts = (await res.json()).prompts ?? [];
+  } catch { /* no chips */ }
+  const box = $('#suggestions');
+  fill(box, ...prompts.map((/** @type {string} */ p) => h('button', { type: 'button', class: 'chip', 'data-prompt': p }, p)));
+  box.hidden = prompts.length === 0;
+}
+
+// On a narrow screen the timeline starts folded under its heading.
+if (matchMedia('(max-width: 860px)').matches) {
+  $('#side').dataset.collapsed = 'true';
+  $('#toggle-timeline').setAttribute('aria-expanded', 'false');
+}
+// Nothing waits for these: messages drawn before the renderer loaded are drawn again.
+loadMarkdown().then((loaded) => { if (loaded) { feed.invalidate(); schedule(); } });
+loadPrompts().then(() => setBusy(!!awaiting || isRunning()));
 start();

@@ -73,6 +73,44 @@ export function json(value, max = 600) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
+/** A URL in running text; trailing punctuation is not part of it. */
+const URL_RE = /\bhttps?:\/\/[^\s<>"']*[^\s<>"'.,;:!?)\]]/g;
+
+/**
+ * Text as nodes, with each http(s) URL an `<a>` that opens in a new tab.
+ *
+ * @param {string} text any text
+ * @returns {Node[]} text nodes and links, in order
+ * @example
+ * el.replaceChildren(...linkify('see https://acme.com.'));
+ */
+export function linkify(text) {
+  /** @type {Node[]} */
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(URL_RE)) {
+    const at = m.index ?? 0;
+    if (at > last) out.push(document.createTextNode(text.slice(last, at)));
+    out.push(h('a', { href: m[0], target: '_blank', rel: 'noopener noreferrer' }, m[0]));
+    last = at + m[0].length;
+  }
+  if (last < text.length) out.push(document.createTextNode(text.slice(last)));
+  return out;
+}
+
+/**
+ * JSON for reading: indented, strings as they are.
+ *
+ * @param {unknown} value any JSON value
+ * @returns {string} the text
+ * @example
+ * pretty({a: 1}); // '{\n  "a": 1\n}'
+ */
+export function pretty(value) {
+  if (typeof value === 'string') return value;
+  try { return JSON.stringify(value, null, 2) ?? String(value); } catch { return String(value); }
+}
+
 /**
  * A duration for people: `850 ms`, `1.2 s`, `2 min 5 s`.
  *

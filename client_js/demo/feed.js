@@ -9,7 +9,8 @@
  */
 
 import { createCard, renderCard } from './cards.js';
-import { fill, h, json } from './dom.js';
+import { fill, h, json, linkify } from './dom.js';
+import { renderMarkdown } from './markdown.js';
 
 /** @typedef {import('../toolplex.js').ViewState} ViewState */
 /** @typedef {import('../toolplex.js').RunView} RunView */
@@ -40,6 +41,11 @@ export class Feed {
   constructor(root, actions) {
     this.#root = root;
     this.#actions = actions;
+  }
+
+  /** Draw every item again on the next render (the markdown renderer just loaded). */
+  invalidate() {
+    for (const node of this.#nodes.values()) node.value = null;
   }
 
   /** Forget everything drawn (a new session). */
@@ -115,7 +121,9 @@ export class Feed {
     let orphan = this.#bodies.get(key);
     if (!orphan) {
       orphan = h('div', { class: 'run-body' });
-      this.#root.appendChild(h('li', { class: 'run orphan' }, orphan));
+      // Messages with no run: the conversation before a gap, from the snapshot's history.
+      this.#root.appendChild(h('li', { class: 'run orphan' },
+        h('div', { class: 'run-sep' }, h('span', {}, 'Earlier in this conversation')), orphan));
       this.#bodies.set(key, orphan);
     }
     return orphan;
@@ -133,9 +141,12 @@ export class Feed {
     const m = /** @type {MessageView} */ (value);
     el.dataset.role = m.role;
     el.dataset.status = m.status;
+    if (m.snapshot) el.dataset.snapshot = 'true';
     const body = m.role === 'reasoning' ? el.querySelector('.body') : null;
     if (body) body.textContent = m.text;
-    else el.textContent = m.text;
+    else if (m.role === 'assistant') renderMarkdown(el, m.text);
+    else el.replaceChildren(...linkify(m.text));
+    if (m.tools?.length) el.appendChild(h('p', { class: 'msg-tools muted' }, `Called ${m.tools.join(', ')}.`));
   }
 }
 
@@ -158,12 +169,23 @@ function renderRun(el, run, state) {
     input,
   );
   const foot = /** @type {HTMLElement} */ (el.querySelector('.run-foot'));
-  fill(foot, footer(run));
+  fill(foot, footer(run, state));
 }
 
-/** @param {RunView} run */
-function footer(run) {
-  if (run.status === 'running') return null;
+/**
+ * @param {RunView} run
+ * @param {ViewState} state
+ */
+function footer(run, state) {
+  if (run.status === 'running') {
+    // From the send to the first text or call: say the model is working on it.
+    const started = run.messageIds.length > 0 || run.callIds.length > 0;
+    return started ? null : h('p', { class: 'thinking', 'aria-live': 'polite' }, 'Thinking…');
+  }
+  if (run.status === 'error' && run.error?.code === 'interrupted') {
+    return h('p', { class: 'run-end error', 'data-outcome': 'interrupted' },
+      'Interrupted: the server stopped before this run ended.');
+  }
   if (run.status === 'error') {
     return h('p', { class: 'run-end error', 'data-outcome': 'error' },
       `Run failed: ${run.error?.code}: ${run.error?.message}`);

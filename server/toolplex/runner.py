@@ -116,6 +116,8 @@ class Agent:
         dependent_calls: Let the model chain calls in one response: an argument written
             ``{"$from": <an earlier call's position or id>, "path": "contact.email"}``
             waits for that call and receives the value there (the system prompt says how).
+        prompts: Example messages a chat UI may offer (the demo page's suggestion
+            chips, from ``GET /v1/agent``); none: it offers none.
 
     Example::
 
@@ -140,8 +142,10 @@ class Agent:
         jobs: JobManager | None = None,
         name: str = "toolplex",
         dependent_calls: bool = False,
+        prompts: Iterable[str] = (),
     ) -> None:
         self.name = name
+        self.prompts: tuple[str, ...] = tuple(prompts)
         self.tools: dict[str, Tool] = {}
         for item in tools:
             if not isinstance(item, Tool):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -170,11 +169,13 @@ def toolplex_serve(tmp_path: Path) -> Iterator[Callable[..., Serving]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str, env: dict[str, str] | None = None,
-              binary: Path = TOOLPLEX, cwd: Path | None = None) -> Serving:
-        port = free_port()
+              binary: Path = TOOLPLEX, cwd: Path | None = None, port: int = 0) -> Serving:
+        port = port or free_port()
         log = tmp_path / f"serve-{port}.log"
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("TOOLPLEX_", "OPENAI_"))}
+        # Another virtualenv's toolplex (the wheel's) must not import this checkout's.
+        drop = ("TOOLPLEX_", "OPENAI_") if binary == TOOLPLEX else (
+            "TOOLPLEX_", "OPENAI_", "PYTHONPATH")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(binary), "serve", "--port", str(port), "--db", ":memory:", *args],
@@ -182,16 +183,11 @@ def toolplex_serve(tmp_path: Path) -> Iterator[Callable[..., Serving]]:
                 cwd=cwd or tmp_path)
         started.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                return Serving(url, proc, log)
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(
-                        f"toolplex serve did not start:\n{log.read_text()}") from None
-                time.sleep(0.05)
+        try:
+            wait_healthy(url, proc, seconds=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{log.read_text()}") from None
+        return Serving(url, proc, log)
 
     yield start
     for proc in started:

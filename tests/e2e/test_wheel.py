@@ -3,6 +3,7 @@ page and the JS client from its package data, and the demo works in Chromium."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -62,10 +63,11 @@ def test_the_wheel_carries_the_client_and_the_demo_not_the_tests(wheel: Path) ->
 @pytest.fixture
 def from_wheel(installed: Path, toolplex_serve: Callable[..., Serving], tmp_path: Path) -> Serving:
     """``toolplex serve`` of the fresh virtualenv, run outside the checkout."""
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.check_output(
         [installed / "python", "-c",
          "from toolplex.server.settings import Settings; print(Settings().static_dir)"],
-        text=True, cwd=tmp_path).strip()
+        text=True, cwd=tmp_path, env=alone).strip()
     assert where.startswith(str(installed.parent)), f"served from {where}, not the wheel"
     served = toolplex_serve(binary=installed / "toolplex", cwd=tmp_path)
     for path in ("/static/toolplex.js", "/static/vendor/marked.esm.js"):

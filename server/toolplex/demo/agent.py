@@ -2,8 +2,9 @@
 
 The scripted model picks a script by keyword in the user's message: "search"
 races three search sources, "batch" starts a background analysis, "approve"
-asks a person, "export" waits for a partner's webhook; anything else enriches
-a company. A job's completion ("Job update: ...") gets its own turn.
+asks a person, "export" waits for a partner's webhook, "enrich" researches a
+company; anything else gets an answer saying what the demo can do (never the
+side-effecting enrichment). A job's completion ("Job update: ...") gets its own turn.
 """
 
 from __future__ import annotations
@@ -11,15 +12,31 @@ from __future__ import annotations
 from ..limits import UpstreamLimit
 from ..model import Model
 from ..runner import Agent
-from ..scripted import ScriptedModel
+from ..scripted import ScriptedModel, Step
 from . import batch, enrichment, search_race
+
+PROMPTS = ("Enrich acme.com", "Search race", "Batch job", "Approve discount", "Export")
+"""The demo page's suggestion chips: one per script."""
+
+HELP = [Step(text=(
+    "I'm toolplex's demo agent, on a scripted model: I answer a few requests, each "
+    "showing one way tools run.\n\n"
+    "- **Enrich acme.com**: three lookups in parallel, a check that needs them, then two "
+    "writes (any domain works)\n"
+    "- **Search race** *topic*: three streaming searches; the first decisive hit cancels "
+    "the others\n"
+    "- **Batch job**: a background job with progress, reported in a turn of its own\n"
+    "- **Approve discount**: a job a person finishes (Approve or Reject on its card)\n"
+    "- **Export**: a partner's signed webhook finishes the job\n\n"
+    "Point `toolplex serve --model` at a real model to talk freely."), token_delay=0.005)]
+"""The answer to anything the scripts do not know."""
 
 
 def demo_model() -> ScriptedModel:
     """The scripted model with every example's script."""
     return ScriptedModel(
         scripts={**batch.SCRIPTS, "search": search_race.SCRIPT, "enrich": enrichment.SCRIPT},
-        default=enrichment.SCRIPT,
+        default=HELP,
     )
 
 
@@ -30,4 +47,5 @@ def demo_agent(model: Model | None = None) -> Agent:
         model=model or demo_model(),
         instructions="You are a sales research assistant. Use the tools; be brief.",
         upstreams={"apollo": UpstreamLimit(concurrency=4, rate=10)},
+        prompts=PROMPTS,
     )

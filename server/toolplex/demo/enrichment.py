@@ -117,9 +117,65 @@ def _domain(results: Results) -> str:
     return found.group(0).lower() if found else "acme.com"
 
 
+def _found(results: Results, name: str) -> dict[str, Any]:
+    """A call's output, or ``{}`` when it failed or was cancelled: the script answers
+    with what it has instead of failing on a result a person cancelled."""
+    value = results.get(name)
+    if not isinstance(value, dict) or "error" in value or value.get("cancelled"):
+        return {}
+    if value.get("partial"):
+        output = value.get("output")
+        return output if isinstance(output, dict) else {}
+    return value
+
+
+def _contact(results: Results) -> dict[str, Any]:
+    contact = _found(results, "apollo").get("contact")
+    return contact if isinstance(contact, dict) else {}
+
+
+def _company(results: Results) -> str:
+    return str(_found(results, "apollo").get("company")
+               or _domain(results).split(".")[0].capitalize())
+
+
+def _email(results: Results) -> str:
+    return str(_contact(results).get("email") or f"sales@{_domain(results)}")
+
+
 def _record(r: Results) -> dict[str, Any]:
-    return {"domain": _domain(r), "name": r["apollo"]["company"], **r["linkedin"],
-            **r["clearbit"], "contact": r["apollo"]["contact"]}
+    return {"domain": _domain(r), "name": _company(r), **_found(r, "linkedin"),
+            **_found(r, "clearbit"), "contact": _contact(r) or None}
+
+
+def _lead(r: Results) -> str:
+    who = _contact(r).get("name")
+    return f"New lead: {_company(r)} ({_domain(r)})" + (f", {who}" if who else "")
+
+
+def _summary(r: Results) -> str:
+    """The answer, from whatever the calls returned; a missing part says so."""
+    facts = []
+    linkedin, clearbit = _found(r, "linkedin"), _found(r, "clearbit")
+    if linkedin:
+        facts.append(f"{linkedin['employees']} people in {linkedin['industry'].lower()}")
+    if clearbit:
+        facts.append(f"{clearbit['funding']}, HQ {clearbit['hq']}")
+    missing = [label for name, label in (("apollo", "Apollo"), ("linkedin", "LinkedIn"),
+                                         ("clearbit", "Clearbit")) if not _found(r, name)]
+    text = f"{_company(r)} ({_domain(r)}): {', '.join(facts) or 'no company facts'}."
+    if missing:
+        text += f" No answer from {' or '.join(missing)} (cancelled or failed)."
+    contact, verified = _contact(r), _found(r, "verify_email").get("deliverable")
+    checked = "verified" if verified else "not verified"
+    if contact:
+        text += (f" Contact: {contact['name']}, {contact['title']}, {_email(r)} ({checked}).")
+    else:
+        text += f" No contact found; the generic address {_email(r)} is {checked}."
+    saved = _found(r, "hubspot_upsert").get("hubspot_id")
+    text += f" Saved as {saved};" if saved else " HubSpot was not updated;"
+    text += " #sales was notified." if _found(r, "slack_notify") else " #sales was not told."
+    return text
 
 
 SCRIPT = [
@@ -129,28 +185,19 @@ SCRIPT = [
         calls=[Call(name, lambda r: {"domain": _domain(r)})
                for name in ("apollo", "linkedin", "clearbit")],
     ),
-    Step(text="Found a decision maker; verifying the email. ", token_delay=0.02,
-         calls=[Call("verify_email", {"email": "{{apollo.contact.email}}"})]),
+    Step(text=lambda r: ("Found a decision maker; verifying the email. " if _contact(r) else
+                         "Apollo gave no contact, so I'm verifying the generic address. "),
+         token_delay=0.02, calls=[Call("verify_email", lambda r: {"email": _email(r)})]),
     Step(
-        text="Deliverable. Recording it in HubSpot and telling #sales. ", token_delay=0.02,
+        text=lambda r: ("Deliverable. " if _found(r, "verify_email").get("deliverable")
+                        else "Not verified. ") + "Recording it in HubSpot and telling #sales. ",
+        token_delay=0.02,
         calls=[
             Call("hubspot_upsert", lambda r: {"company": _record(r)}),
-            Call("slack_notify", lambda r: {
-                "channel": "#sales",
-                "text": f"New lead: {r['apollo']['company']} ({_domain(r)}), "
-                        f"{r['apollo']['contact']['name']}"}),
+            Call("slack_notify", lambda r: {"channel": "#sales", "text": _lead(r)}),
         ],
     ),
-    Step(
-        text=lambda r: (
-            f"{r['apollo']['company']} ({_domain(r)}): {r['linkedin']['employees']} people in "
-            f"{r['linkedin']['industry'].lower()}, {r['clearbit']['funding']}, HQ "
-            f"{r['clearbit']['hq']}. Contact: {r['apollo']['contact']['name']}, "
-            f"{r['apollo']['contact']['title']} <{r['verify_email']['email']}> (verified). "
-            f"Saved as {r['hubspot_upsert']['hubspot_id']}; #sales was notified."
-        ),
-        token_delay=0.02,
-    ),
+    Step(text=_summary, token_delay=0.02),
 ]
 
 

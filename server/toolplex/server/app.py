@@ -101,6 +101,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     route_list = [
         Route("/", index),
         Route("/healthz", routes.healthz),
+        Route("/v1/agent", routes.agent_info),
         Route("/metrics", routes.metrics),
         Route("/openapi.json", openapi),
         Route("/v1/sessions", routes.create_session, methods=["POST"]),

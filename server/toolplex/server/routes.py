@@ -162,6 +162,13 @@ async def complete_job(request: Request) -> Response:
     return JSONResponse({"ok": True}, status_code=202)
 
 
+async def agent_info(request: Request) -> Response:
+    """``GET /v1/agent``: what a chat UI may show before the first run: the agent's
+    example prompts and the names of its tools."""
+    agent = _hub(request).agent
+    return JSONResponse({"prompts": list(agent.prompts), "tools": sorted(agent.tools)})
+
+
 async def healthz(request: Request) -> Response:
     """``GET /healthz``: liveness; 503 while the backend's store (Redis) is unreachable."""
     hub = _hub(request)
