@@ -50,7 +50,7 @@ const CLOSE = Object.freeze({ NORMAL: 1000, AUTH_REFUSED: 1008, OVERSIZE: 1009 }
  * const client = new ToolplexClient({baseUrl: 'http://127.0.0.1:8000'});
  * client.addEventListener('state', (e) => render(e.state));
  * await client.connect();           // creates a session when none is given
- * client.run('Enrich acme.com');    // 'sent' (or 'queued' while reconnecting)
+ * const runId = await client.run('Enrich acme.com');  // once the server accepted it
  */
 export class ToolplexClient extends EventTarget {
   /** @type {ClientOptions} */
