@@ -35,6 +35,9 @@ const expanded = new Map();
 /** A JSON block this many lines long or shorter starts open. */
 const OPEN_LINES = 8;
 
+/** JSON up to this many characters is shown on one line. */
+const SHORT_JSON = 48;
+
 /**
  * Create an empty card for a call; {@link renderCard} fills it.
  *
@@ -109,7 +112,10 @@ function label(call) {
  * @returns {HTMLElement}
  */
 function jsonBlock(call, kind, title, value) {
-  const text = pretty(value);
+  // A small value reads best on one line; a larger one indented.
+  // (Newlines in JSON text are structure only: strings escape theirs.)
+  const oneLine = typeof value === 'string' ? value : pretty(value).replace(/\n\s*/g, ' ');
+  const text = oneLine.length <= SHORT_JSON ? oneLine : pretty(value);
   const key = `${call.id}:${kind}`;
   const open = expanded.get(key) ?? text.split('\n').length <= OPEN_LINES;
   return h('details', {
