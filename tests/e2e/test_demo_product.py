@@ -156,7 +156,7 @@ async def test_chips_come_from_the_agent(
 @pytest.mark.parametrize("width", WIDTHS)
 async def test_thinking_then_send_waits_for_the_run_and_keeps_the_text(
         serve: Callable[..., Served], page_at: Callable[..., Any], width: int) -> None:
-    model = ScriptedModel([Step(text="First answer, after a pause.", delay=1.5,
+    model = ScriptedModel([Step(text="First answer, after a pause.", delay=3.0,
                                 token_delay=0.05)])
     page = await page_at(serve(Agent(model=model)).http + "/", width)
     await _ask(page, "first")
