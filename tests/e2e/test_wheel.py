@@ -23,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(900)
 
 
+# The fresh virtualenv sees nothing of this one: not even a PYTHONPATH to the checkout.
+ALONE = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _run(*args: str | Path, cwd: Path = ROOT) -> None:
     done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          timeout=800)
+                          timeout=800, env=ALONE)
     assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
 
 
@@ -63,11 +67,10 @@ def test_the_wheel_carries_the_client_and_the_demo_not_the_tests(wheel: Path) ->
 @pytest.fixture
 def from_wheel(installed: Path, toolplex_serve: Callable[..., Serving], tmp_path: Path) -> Serving:
     """``toolplex serve`` of the fresh virtualenv, run outside the checkout."""
-    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.check_output(
         [installed / "python", "-c",
          "from toolplex.server.settings import Settings; print(Settings().static_dir)"],
-        text=True, cwd=tmp_path, env=alone).strip()
+        text=True, cwd=tmp_path, env=ALONE).strip()
     assert where.startswith(str(installed.parent)), f"served from {where}, not the wheel"
     served = toolplex_serve(binary=installed / "toolplex", cwd=tmp_path)
     for path in ("/static/toolplex.js", "/static/vendor/marked.esm.js"):

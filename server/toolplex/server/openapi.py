@@ -95,6 +95,9 @@ _SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"enum": ["ok", "unhealthy"]}, "sessions": {"type": "integer"},
         "redis": {"type": "string"}}},
+    "AgentInfo": {"type": "object", "required": ["prompts", "tools"], "properties": {
+        "prompts": {"type": "array", "items": {"type": "string"}},
+        "tools": {"type": "array", "items": {"type": "string"}}}},
     "Webhook": {"type": "object", "description": (
         "The job's output, or {\"error\": {code, message}} when the external work failed")},
     "ChatRequest": {"type": "object", "description": (
@@ -119,6 +122,9 @@ def document() -> dict[str, Any]:
                 "200": _json("Serving", "Health"),
                 "503": _json("The shared store (Redis) is unreachable", "Health")},
                 op_id="health", tags=("meta",))},
+            "/v1/agent": {"get": _operation(
+                "The agent's example prompts and tool names, for a chat UI's suggestions",
+                {"200": _json("The agent", "AgentInfo")}, op_id="agentInfo", tags=("meta",))},
             "/metrics": {"get": _operation("Prometheus metrics", {"200": {
                 "description": "Prometheus text exposition", "content": {"text/plain": {
                     "schema": {"type": "string"}}}}}, op_id="metrics", tags=("meta",))},
