@@ -119,7 +119,7 @@ function jsonBlock(call, kind, title, value) {
   const key = `${call.id}:${kind}`;
   const open = expanded.get(key) ?? text.split('\n').length <= OPEN_LINES;
   return h('details', {
-    class: `json ${kind}-wrap`, open,
+    class: `json json-${kind}`, open,
     ontoggle: (/** @type {Event} */ e) => expanded.set(key, /** @type {HTMLDetailsElement} */ (e.currentTarget).open),
   }, h('summary', {}, h('span', { class: 'json-label' }, title), h('code', { class: 'json-preview' }, json(value, 90))),
   h('pre', { class: kind === 'job-result' ? 'result' : kind }, linkify(text)));

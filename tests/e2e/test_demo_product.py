@@ -119,7 +119,7 @@ async def test_model_html_is_never_markup_and_urls_are_links(
     link = answer.locator('a[href="https://example.com/docs"]')
     assert await link.get_attribute("target") == "_blank"
     card = page.locator('article.card[data-tool="lookup"]')
-    result = card.locator("details.result-wrap")
+    result = card.locator("details.json-result")
     assert await result.evaluate("d => d.open") is False, "a long result starts folded"
     await result.locator("summary").click()
     pretty = await card.locator("pre.result").text_content() or ""
