@@ -49,9 +49,10 @@ async def test_a_failed_lookup_leaves_the_enrichment_answering_with_what_it_has(
 
 
 def test_get_agent_gives_the_prompts_and_tools_a_chat_ui_offers() -> None:
-    with TestClient(create_app(demo_agent())) as client:
+    with TestClient(create_app(demo_agent()), base_url="http://127.0.0.1") as client:
         body = client.get("/v1/agent").json()
     assert body["prompts"] == list(PROMPTS)
     assert {"apollo", "web_search", "batch_report"} <= set(body["tools"])
-    with TestClient(create_app(Agent(tools=[enrichment.apollo]))) as client:
+    with TestClient(create_app(Agent(tools=[enrichment.apollo])),
+                    base_url="http://127.0.0.1") as client:
         assert client.get("/v1/agent").json() == {"prompts": [], "tools": ["apollo"]}
