@@ -82,6 +82,20 @@ class TestComposeFile:
         assert {".git", ".venv", "**/node_modules"} <= set(ignored)
 
 
+def test_the_images_command_refuses_all_interfaces_without_a_key(tmp_path: Path) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(re.findall(r"^CMD (.+)$", dockerfile, re.MULTILINE)[-1])
+    env = {k: v for k, v in os.environ.items() if k != "TOOLPLEX_API_KEY"}
+    argv = _option([str(Path(sys.executable).with_name("toolplex")), *cmd[1:]],
+                   "--port", str(free_port()))
+    try:
+        done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("it served on all interfaces with no key") from exc
+    assert done.returncode != 0 and "TOOLPLEX_API_KEY" in done.stderr, done.stderr
+
+
 class _Process:
     def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
         self.port = port
@@ -140,6 +154,8 @@ def _events(body: str) -> list[dict[str, Any]]:
 def test_a_run_through_both_processes(compose_processes: list[_Process]) -> None:
     first, second = compose_processes
     key = {"authorization": f"Bearer {API_KEY}"}
+    assert httpx.post(f"{first.url}/v1/sessions", timeout=30).status_code == 401, (
+        "compose's TOOLPLEX_API_KEY is required")
     created = httpx.post(f"{first.url}/v1/sessions", headers=key, timeout=30)
     assert created.status_code == 201, created.text
     session = created.json()

@@ -60,3 +60,7 @@ def test_answers_are_the_documented_ones(serve: Callable[..., Served]) -> None:
                    client.post(f"/v1/sessions/{sid}/runs/r_none/cancel", headers=auth))
         documented("/v1/jobs/{job_id}", "get", client.get("/v1/jobs/j_none", headers=auth))
         documented("/healthz", "get", client.get("/healthz"))
+        documented("/v1/sessions", "post", client.post(
+            "/v1/sessions", content="x", headers={"content-type": "text/plain"}))
+        documented("/v1/sessions", "post", client.post(
+            "/v1/sessions", json={}, headers={"origin": "https://elsewhere.example"}))

@@ -108,6 +108,19 @@ _SCHEMAS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a new dict each time)."""
+    spec = _document()
+    # [security] every POST refuses a foreign Origin, and a body that is not JSON
+    # (webhooks excepted: they are signed, partners choose the type); see guard.py.
+    for path, item in spec["paths"].items():
+        if "post" in item:
+            responses = item["post"]["responses"]
+            responses.setdefault("403", _error("A browser request from a foreign origin"))
+            if not path.startswith("/v1/webhooks/"):
+                responses.setdefault("415", _error("The body is not application/json"))
+    return spec
+
+
+def _document() -> dict[str, Any]:
     session = _path("session_id")
     return {
         "openapi": "3.1.0",
@@ -179,9 +192,13 @@ def document() -> dict[str, Any]:
                 "An external service reports a job's result (Standard Webhooks signature)",
                 {"200": _json("Recorded (or a replay, recorded once)", "Ok"),
                  "401": _error("Unsigned, forged or stale; or webhooks are disabled"),
-                 "404": _error("No such job"), "409": _error("The job has already ended"),
+                 "404": _error("No such job"),
+                 "409": _error("The job has already ended, or is not a webhook job"),
                  "400": _error("The body is not JSON"), "413": _error("The body is too large")},
-                op_id="jobWebhook", parameters=[*_path("job_id"), *[
+                op_id="jobWebhook", parameters=[*_path("job_id"), {
+                    "name": "token", "in": "query", "required": True,
+                    "description": "The job's callback token, as in its callback_url",
+                    "schema": {"type": "string"}}, *[
                     {"name": name, "in": "header", "required": True,
                      "schema": {"type": "string"}}
                     for name in ("webhook-id", "webhook-timestamp", "webhook-signature")]],
