@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from toolplex import Agent, Job, JobManager, Session, Store, tool
+from toolplex import Agent, Job, JobManager, Session, Store, ToolError, tool
 from toolplex.events import BaseEvent
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect, of_type
 
@@ -94,6 +94,71 @@ class TestWorkerJob:
         assert "dataset is empty" in completed["error"]["message"]
 
 
+class TestJobBodiesTakeTheExecutorsPath:
+    """A job's body gets what an inline call's does: timeout, retries, breaker."""
+
+    @staticmethod
+    async def _completed(agent: Agent, session: Session, input: str) -> dict[str, Any]:
+        seen = len(session.log.replay(0))
+        await collect(agent, input, session=session)
+        events = await _wait_for(session, lambda e: e["type"] == "job.completed"
+                                 and e["seq"] > seen)
+        return of_type(events, "job.completed")[-1]
+
+    async def test_a_worker_job_whose_body_hangs_ends_at_its_timeout(self, fast) -> None:
+        @tool(mode="job", timeout=5, retries=0)
+        async def report(dataset: str) -> dict[str, Any]:
+            await anyio.Event().wait()
+            return {}
+
+        agent = Agent(tools=[report], model=_model(Call("report", {"dataset": "x"})), clock=fast)
+        completed = await self._completed(agent, agent.session(), "go")
+        assert completed["status"] == "failed"
+        assert completed["error"]["code"] == "timeout", "a hung job ends; it never hangs on"
+
+    async def test_a_worker_jobs_work_is_bounded_by_its_ttl_by_default(self, fast) -> None:
+        @tool(mode="job", retries=0)
+        async def report(dataset: str) -> dict[str, Any]:
+            await anyio.Event().wait()
+            return {}
+
+        agent = Agent(tools=[report], model=_model(Call("report", {"dataset": "x"})),
+                      clock=fast, jobs=JobManager(ttl=30))
+        completed = await self._completed(agent, agent.session(), "go")
+        assert (completed["status"], completed["error"]["code"]) == ("failed", "timeout")
+        assert "30 s" in completed["error"]["message"], "the TTL, not the 10 s inline default"
+
+    async def test_a_job_bodys_transient_failure_is_retried(self, fast) -> None:
+        attempts = 0
+
+        @tool(mode="job")
+        async def report(dataset: str) -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                raise ToolError("warehouse busy", status=503)
+            return {"rows": 7}
+
+        agent = Agent(tools=[report], model=_model(Call("report", {"dataset": "x"})), clock=fast)
+        completed = await self._completed(agent, agent.session(), "go")
+        assert (completed["status"], completed["output"]) == ("succeeded", {"rows": 7})
+        assert attempts == 2, "a 503 is transient: retried with the same backoff"
+
+    async def test_job_failures_open_the_tools_breaker(self, fast) -> None:
+        @tool(mode="job", retries=0, breaker=2)
+        async def report(dataset: str) -> dict[str, Any]:
+            raise ValueError("corrupt dataset")
+
+        agent = Agent(tools=[report], model=_model(Call("report", {"dataset": "x"})), clock=fast)
+        session = agent.session()
+        for attempt in ("first", "second"):
+            completed = await self._completed(agent, session, f"{attempt} go")
+            assert completed["status"] == "failed"
+        assert not agent.executor.breaker_for(session, report).allows_calls
+        assert "report" not in [s["function"]["name"] for s in agent.tool_specs(session)], (
+            "an open circuit hides the job tool from the model, as an inline tool's does")
+
+
 class TestAuto:
     async def test_overrunning_its_budget_becomes_a_job_without_restarting(self, fast) -> None:
         runs = 0
@@ -151,17 +216,20 @@ class TestHumanAndWebhook:
         assert [e["output"] for e in of_type(events, "job.completed")] == [{"approved": True}]
         assert len([e for e in events if e["type"] == "run.started"]) == 2, "handled once"
 
-    async def test_webhook_body_failure_fails_the_call(self) -> None:
+    async def test_webhook_body_failure_fails_the_call(self, fast) -> None:
         @tool(mode="webhook")
         async def start_export(table: str, job: Job) -> None:
             raise ConnectionRefusedError("partner is down")
 
-        agent = Agent(tools=[start_export], model=_model(Call("start_export", {"table": "t"})))
+        agent = Agent(tools=[start_export], model=_model(Call("start_export", {"table": "t"})),
+                      clock=fast)
         session = agent.session()
         await collect(agent, "go", session=session)
         events = [e.to_dict() for e in session.log.replay(0)]
         check_protocol(events)
-        assert of_type(events, "tool.error")[0]["error"]["code"] == "upstream"
+        error = of_type(events, "tool.error")[0]["error"]
+        assert (error["code"], error["last"]["code"]) == ("retries_exhausted", "upstream"), (
+            "a transient failure of the body is retried like an inline call's")
         assert of_type(events, "job.completed")[0]["status"] == "failed"
 
     async def test_webhook_job_gets_its_callback_url(self) -> None:

@@ -122,6 +122,9 @@ class ToolCall:
     """Its arguments with those references filled in (what ``tool.exec.started`` shows)."""
     ended: anyio.Event | None = None
     """Made by a call that waits for this one; set when this one has ended."""
+    timeout: float | None = None
+    """Seconds each attempt may take; None: the tool's, capped by the executor (a job's
+    work sets its own: the tool's ``timeout=`` or the job's TTL)."""
 
     def cancel(self, reason: CancelReason, by_call_id: str | None = None) -> bool:
         """Ask the call to stop. Returns False when it has already ended."""
@@ -369,8 +372,9 @@ class Executor:
         call.outcome = Outcome("error", error=error)
         return call.outcome
 
-    def _succeed(self, call: ToolCall, emit: Emit, output: Any, *, partial: bool = False,
-                 cached: bool = False, stopped_by: str | None = None) -> Outcome:
+    def succeed(self, call: ToolCall, emit: Emit, output: Any, *, partial: bool = False,
+                cached: bool = False, stopped_by: str | None = None) -> Outcome:
+        """End a call with ``tool.result``."""
         output = {} if output is None else output
         emit(ToolResult, call_id=call.call_id, output=output, partial=partial,
              stopped_by=stopped_by, cached=True if cached else None)
@@ -384,21 +388,32 @@ class Executor:
             breaker = session.breakers[tool.name] = CircuitBreaker(tool.breaker, clock=self.clock)
         return breaker
 
+    def refuse_open_circuit(self, call: ToolCall, session: Session, emit: Emit) -> bool:
+        """End the call with ``tool.error`` ``circuit_open`` if its tool's breaker is open
+        in this session; False (nothing emitted) when the call may go ahead."""
+        assert call.tool is not None
+        breaker = self.breaker_for(session, call.tool)
+        if breaker.allows_calls:
+            return False
+        self.fail(call, emit, error_dict(
+            "circuit_open", f"{call.tool.name} is disabled for this session after "
+            f"{breaker.failures} consecutive failures"))
+        return True
+
     async def _execute(
         self, call: ToolCall, tool: Tool, session: Session, emit: Emit,
         on_chunk: Callable[[ToolCall, Any], None],
     ) -> Outcome:
         breaker = self.breaker_for(session, tool)
-        if not breaker.allows_calls:
-            return self.fail(call, emit, error_dict(
-                "circuit_open", f"{tool.name} is disabled for this session after "
-                f"{breaker.failures} consecutive failures"))
+        if self.refuse_open_circuit(call, session, emit):
+            assert call.outcome is not None
+            return call.outcome
         key = ("", "")
         if tool.cache:  # the key is a JSON encoding: only made for tools that cache
             key = (tool.name, json.dumps(call.kwargs, sort_keys=True, default=str))
             hit = session.cache.get(key)
             if hit is not None and hit[0] > self.clock.monotonic():
-                return self._succeed(call, emit, hit[1], cached=True)
+                return self.succeed(call, emit, hit[1], cached=True)
         started = self.clock.monotonic()
         try:
             output, partial = await self._attempts(call, tool, emit, on_chunk)
@@ -407,9 +422,9 @@ class Executor:
         except _Transient as exc:
             outcome = self.fail(call, emit, self._exhausted(tool, exc.failure))
         else:
-            outcome = self._succeed(call, emit, output, partial=partial,
+            outcome = self.succeed(call, emit, output, partial=partial,
                                     stopped_by="predicate" if call.stopped else None)
-            if not partial:
+            if not partial and tool.mode == "inline":  # (a job is long by design)
                 self._record_latency(tool, self.clock.monotonic() - started)
             if tool.cache and not partial:
                 session.cache[key] = (self.clock.monotonic() + tool.cache, output)
@@ -492,7 +507,7 @@ class Executor:
             emit(ToolQueued, call_id=call.call_id, upstream=upstream.name)
         # [policy] waiting for the upstream's turn does not count against the timeout.
         async with upstream.slot() if upstream is not None else nullcontext():
-            timeout = self.timeout_for(tool)
+            timeout = self.timeout_for(tool) if call.timeout is None else call.timeout
             emit(ToolExecStarted, call_id=call.call_id, attempt=number,
                  timeout_ms=round(timeout * 1000), args=call.resolved_args)
             call.chunks = []

@@ -22,19 +22,18 @@ import anyio
 
 from .calls import Emit, Executor, Outcome, ToolCall
 from .events import (
+    BaseEvent,
     JobCompleted,
     JobPending,
     JobProgress,
+    ToolCircuitOpen,
     ToolExecStarted,
-    ToolFailed,
     ToolOutputDelta,
-    ToolResult,
     error_dict,
 )
-from .policy import classify
 from .session import Session, new_id
 from .store import Store
-from .tools import Kind, Tool, tool
+from .tools import Tool, tool
 
 logger = logging.getLogger("toolplex.jobs")
 
@@ -233,82 +232,105 @@ class JobManager:
         self._open.add(session.id)
         return self._handle(row)
 
-    async def run_call(self, call: ToolCall, session: Session, emit: Emit,
-                       limit: float) -> Outcome:
-        """Execute a call of a job-mode tool: it ends pending (or inline, for ``auto``)."""
+    def _work_timeout(self, tool: Tool) -> float:
+        """What bounds a job's work: the tool's ``timeout=`` if it set one, else the TTL."""
+        return min(tool.timeout, self.ttl)
+
+    def _work_call(self, call: ToolCall, kwargs: dict[str, Any], timeout: float) -> ToolCall:
+        """The executor's call for a job's body: the model's call, run on its own (the
+        model's call ends pending; nothing of this one reaches the run's log)."""
+        return ToolCall(call_id=call.call_id, name=call.name, index=call.index,
+                        model_call_id=call.model_call_id, message_id=call.message_id,
+                        run_id=call.run_id, args_text=call.args_text, kwargs=kwargs,
+                        tool=call.tool, timeout=timeout)
+
+    def _kwargs(self, tool: Tool, kwargs: dict[str, Any], job: Job) -> dict[str, Any]:
+        return {**kwargs, "job": job} if tool.wants_job else dict(kwargs)
+
+    async def run_call(self, call: ToolCall, session: Session, emit: Emit) -> Outcome:
+        """Execute a call of a job-mode tool: it ends pending (or inline, for ``auto``).
+
+        Every body runs on the executor, as an inline call's does: its timeout, transient
+        retries with backoff, the session's breaker and the upstream limit apply.
+        """
         tool = call.tool
         assert tool is not None
         assert call.kwargs is not None
+        if self.executor.refuse_open_circuit(call, session, emit):
+            assert call.outcome is not None
+            return call.outcome
         if tool.mode == "auto":
             return await self._auto(call, tool, session, emit)
         job = self._create(session, call, tool, "running" if tool.mode == "job" else "pending")
-        kwargs = {**call.kwargs, "job": job} if tool.wants_job else dict(call.kwargs)
+        kwargs = self._kwargs(tool, call.kwargs, job)
         emit(JobPending, call_id=call.call_id, job_id=job.id, via=job.via)
         if tool.mode == "job":
-            self.executor.supervisor.spawn(functools.partial(self._work, job, tool, kwargs))
+            work = self._work_call(call, kwargs, self._work_timeout(tool))
+            self.executor.supervisor.spawn(functools.partial(self._work, job, work, session))
         else:
-            # The body starts the external work (or notifies a person); if that fails,
-            # the call fails and the job with it.
-            try:
-                with anyio.fail_after(self.executor.clock.real(limit)):
-                    await _call(tool, kwargs, self.executor)
-            except Exception as exc:
-                failure = classify(exc)
-                self.complete(job.id, "failed", error=failure.to_error(), deliver=False)
-                emit(ToolFailed, call_id=call.call_id, error=failure.to_error())
-                call.outcome = Outcome("error", error=failure.to_error())
-                return call.outcome
-        return _pending(call, emit, job.id)
+            # The body starts the external work (or notifies a person), under the tool's
+            # own timeout; if that fails, the call fails and the job with it.
+            starter = self._work_call(call, kwargs, self.executor.timeout_for(tool))
+            outcome = await self.executor.run(starter, session, _circuit_only(emit), _ignore)
+            if outcome.kind != "result" or outcome.failed:
+                error = outcome.error or error_dict(
+                    "timeout", f"{tool.name} did not start its job in time")
+                self.complete(job.id, "failed", error=error, deliver=False)
+                return self.executor.fail(call, emit, error)
+        return self._pending(call, emit, job.id)
 
     async def _auto(self, call: ToolCall, tool: Tool, session: Session, emit: Emit) -> Outcome:
         """Run inline; past the budget, become a job without restarting the work."""
         budget = tool.budget or 3.0
-        state: dict[str, Any] = {"done": anyio.Event(), "job": None}
-        kwargs = dict(call.kwargs or {})
+        work = self._work_call(call, dict(call.kwargs or {}), self._work_timeout(tool))
+        done = anyio.Event()
+        promoted: list[Job] = []
 
-        async def work() -> None:
-            try:
-                state["output"] = await _call(tool, kwargs, self.executor)
-            except Exception as exc:
-                state["error"] = classify(exc).to_error()
-            state["done"].set()
-            job: Job | None = state["job"]
-            if job is not None:
-                if "error" in state:
-                    self.complete(job.id, "failed", error=state["error"])
-                else:
-                    self.complete(job.id, "succeeded", output=state.get("output"))
+        async def run() -> None:
+            outcome = await self.executor.run(work, session, _unlogged, _ignore)
+            done.set()
+            if promoted:
+                self._finish(promoted[0], work, outcome)
 
         emit(ToolExecStarted, call_id=call.call_id, attempt=1, timeout_ms=round(budget * 1000),
              args=call.resolved_args)
-        self.executor.supervisor.spawn(work)
+        self.executor.supervisor.spawn(run)
         with anyio.move_on_after(self.executor.clock.real(budget)):
-            await state["done"].wait()
-        if state["done"].is_set():
-            if "error" in state:
-                emit(ToolFailed, call_id=call.call_id, error=state["error"])
-                call.outcome = Outcome("error", error=state["error"])
-                return call.outcome
-            output = {} if state.get("output") is None else state["output"]
+            await done.wait()
+        if done.is_set():
+            outcome = work.outcome
+            assert outcome is not None
+            if outcome.kind == "error" and outcome.error is not None:
+                return self.executor.fail(call, emit, outcome.error)
+            output = {} if outcome.output is None else outcome.output
             emit(ToolOutputDelta, call_id=call.call_id, attempt=1, index=0, data=output)
-            emit(ToolResult, call_id=call.call_id, output=output, partial=False)
-            call.outcome = Outcome("result", output=output)
-            return call.outcome
+            return self.executor.succeed(call, emit, output, partial=outcome.partial)
         # [jobs] the budget ran out: the same work goes on as a job.
         job = self._create(session, call, tool, "running")
-        state["job"] = job
+        promoted.append(job)
         emit(JobPending, call_id=call.call_id, job_id=job.id, via=job.via)
         logger.info("%s promoted to job %s after %.1f s", tool.name, job.id, budget,
                     extra={"session_id": session.id, "call_id": call.call_id, "job_id": job.id})
-        return _pending(call, emit, job.id)
+        return self._pending(call, emit, job.id)
 
-    async def _work(self, job: Job, tool: Tool, kwargs: dict[str, Any]) -> None:
-        try:
-            output = await _call(tool, kwargs, self.executor)
-        except Exception as exc:
-            self.complete(job.id, "failed", error=classify(exc).to_error())
+    async def _work(self, job: Job, work: ToolCall, session: Session) -> None:
+        self._finish(job, work, await self.executor.run(work, session, _unlogged, _ignore))
+
+    def _finish(self, job: Job, work: ToolCall, outcome: Outcome) -> None:
+        """End a job as its work's outcome says."""
+        if outcome.kind == "result" and not outcome.failed:
+            self.complete(job.id, "succeeded", output=outcome.output)
+        elif outcome.kind == "result":  # timed out after yielding: what it had, as failed
+            self.complete(job.id, "failed", output=outcome.output, error=error_dict(
+                "timeout", f"{job.tool} timed out after {work.timeout or 0.0:g} s"))
+        elif outcome.kind == "error":
+            self.complete(job.id, "failed", error=outcome.error)
         else:
-            self.complete(job.id, "succeeded", output=output)
+            self.complete(job.id, "cancelled", error=error_dict(
+                "cancelled", f"{job.tool} was cancelled"))
+
+    def _pending(self, call: ToolCall, emit: Emit, job_id: str) -> Outcome:
+        return self.executor.succeed(call, emit, {"job_id": job_id, "status": "pending"})
 
     def progress(self, job_id: str, progress: float, total: float | None = None,
                  message: str | None = None) -> None:
@@ -384,9 +406,13 @@ class JobManager:
             tool_ = self.tools.get(row["tool"])
             if tool_ is not None and tool_.rerun_on_restart:
                 job = self._handle(row)
-                kwargs = {**row["args"], "job": job} if tool_.wants_job else dict(row["args"])
-                self.executor.supervisor.spawn(
-                    functools.partial(self._work, job, tool_, kwargs))
+                # (a session that expired meanwhile: its breaker went with it)
+                session = self._find(row["session_id"]) or Session(id=row["session_id"])
+                work = ToolCall(call_id=row["call_id"], name=tool_.name, index=0,
+                                model_call_id="", message_id="", run_id="",
+                                kwargs=self._kwargs(tool_, row["args"], job), tool=tool_,
+                                timeout=self._work_timeout(tool_))
+                self.executor.supervisor.spawn(functools.partial(self._work, job, work, session))
             else:
                 self.complete(row["id"], "failed", error=error_dict(
                     "interrupted", "the server restarted while the job was running"))
@@ -426,13 +452,6 @@ def status_of(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pending(call: ToolCall, emit: Emit, job_id: str) -> Outcome:
-    output = {"job_id": job_id, "status": "pending"}
-    emit(ToolResult, call_id=call.call_id, output=output, partial=False)
-    call.outcome = Outcome("result", output=output)
-    return call.outcome
-
-
 def completion_message(row: dict[str, Any]) -> dict[str, Any]:
     """The model input that tells the agent a job ended."""
     result = {"job_id": row["id"], "tool": row["tool"], "status": row["status"]}
@@ -444,10 +463,21 @@ def completion_message(row: dict[str, Any]) -> dict[str, Any]:
     return {"role": "user", "content": text}
 
 
-async def _call(tool: Tool, kwargs: dict[str, Any], executor: Executor) -> Any:
-    if tool.kind is Kind.ASYNC:
-        return await tool.fn(**kwargs)
-    if tool.kind is Kind.SYNC:
-        return await executor.pool.run(functools.partial(tool.fn, **kwargs))
-    chunks = [chunk async for chunk in tool.fn(**kwargs)]
-    return tool.reduce(chunks)
+def _unlogged(cls: type[BaseEvent], **fields: Any) -> BaseEvent:
+    """The emitter of a job's work in the background: its call has ended (pending), so
+    nothing of it reaches the log; the job's own events say how it goes."""
+    return cls(**fields)
+
+
+def _circuit_only(emit: Emit) -> Emit:
+    """The emitter of a webhook or human job's starting body: the run logs only an open
+    circuit (the call itself ends pending, or with the body's error)."""
+
+    def forward(cls: type[BaseEvent], **fields: Any) -> BaseEvent:
+        return emit(cls, **fields) if cls is ToolCircuitOpen else cls(**fields)
+
+    return forward
+
+
+def _ignore(call: ToolCall, chunk: Any) -> None:
+    """A job's chunks go nowhere but its result."""

@@ -723,8 +723,7 @@ class Run:
         executor = self.agent.executor
         try:
             with call.scope:
-                await self.agent.jobs.run_call(call, self.session, self.emit,
-                                               executor.timeout_for(call.tool))
+                await self.agent.jobs.run_call(call, self.session, self.emit)
         finally:
             if call.outcome is None:
                 executor.cancelled(call, self.emit)

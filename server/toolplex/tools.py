@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import typing
 from collections.abc import Callable
@@ -56,6 +57,8 @@ class Tool:
     """The JSON schema of the arguments object."""
     kind: Kind
     timeout: float = DEFAULT_TIMEOUT
+    """Seconds an attempt may take (capped by the agent); a worker job's work (modes
+    ``job`` and ``auto``) is bounded by it uncapped, by default (``inf``) by the job's TTL."""
     retries: int = DEFAULT_RETRIES
     breaker: int = DEFAULT_BREAKER
     """Consecutive failed calls that disable the tool for the session (0: never)."""
@@ -203,6 +206,8 @@ def _build(fn: Callable[..., Any], options: dict[str, Any]) -> Tool:
     if head_start is not None and (head_start <= 0 or options.get("decisive") is None):
         raise UsageError(f"tool {name}: head_start needs decisive=... and a positive number "
                          "of seconds")
+    if mode in {"job", "auto"} and "timeout" not in options:
+        options["timeout"] = math.inf  # a worker's job is bounded by its TTL (see jobs.py)
     if options.get("reduce") is None:
         options.pop("reduce", None)
     return Tool(
@@ -249,6 +254,8 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         name: The name the model sees (default: the function's name).
         description: Default: the docstring's summary.
         timeout: Hard timeout per attempt in seconds (default 10, capped by the agent).
+            For ``mode="job"`` and ``"auto"`` it bounds the job's work, uncapped
+            (default: the job's time-to-live).
         retries: Retries for transient failures (default 3; backoff 1, 2, 4 s).
         breaker: Consecutive failed calls that disable the tool for the session.
         upstream: Name of the upstream whose rate/concurrency limit the call shares.
