@@ -276,10 +276,15 @@ class RedisBackend:
                 ended = True
         if started and not ended:  # (a lease taken for a run that never began: nothing)
             message = f"the process running it ({lease['owner']}) stopped"
+            log = session.log
+            assert isinstance(log, SharedLog)
+            # Unfenced: when the run was this process's own, its fence still names the
+            # lease just claimed, and would refuse the very events that end the run.
             for call_id in open_calls:
-                session.log.append(ToolFailed(run_id=run_id, call_id=call_id,
-                                              error=error_dict("owner_lost", message)))
-            session.log.append(RunError(run_id=run_id, error=error_dict("owner_lost", message)))
+                log.append(ToolFailed(run_id=run_id, call_id=call_id,
+                                      error=error_dict("owner_lost", message)), fenced=False)
+            log.append(RunError(run_id=run_id, error=error_dict("owner_lost", message)),
+                       fenced=False)
             await self.logs.flush(self.lease_ttl)
             logger.warning("run %s ended: its owner %s was lost", run_id, lease["owner"],
                            extra={"session_id": session_id, "run_id": run_id})

@@ -27,8 +27,11 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+# A lease that is no longer ours stays listed in tp:runs: the run lost it, so its own
+# terminal event was refused, and the sweeper that claims the entry writes one.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
 if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 return 1
 """
@@ -78,7 +81,8 @@ class Leases:
                                 args=[lease, int(self.ttl * 1000)]))
 
     def give_back(self, session_id: str, lease: str) -> None:
-        """Release the session's run lease if it is still ``lease``."""
+        """Release the session's run lease if it is still ``lease`` (a lost one is left
+        listed for the sweeper)."""
         self._release(keys=[lease_key(session_id), RUNS], args=[lease, session_id])
 
     def taken(self) -> dict[str, str]:

@@ -99,10 +99,12 @@ class SharedLog(EventLog):
         except UNREACHABLE:
             raise unavailable() from None
 
-    def append(self, event: BaseEvent) -> BaseEvent:
+    def append(self, event: BaseEvent, *, fenced: bool = True) -> BaseEvent:
+        """Queue the event for Redis; ``fenced=False`` for the sweeper's terminal events
+        of a run whose lease it claimed (also when that run was this process's own)."""
         stamped = event.stamp(0, event.ts or now_ms(), self.session_id)
         fence = None
-        if self.fence is not None and event.run_id == self.fence[0]:
+        if fenced and self.fence is not None and event.run_id == self.fence[0]:
             fence = self.fence[1]
         self._logs.enqueue(stamped, json.dumps(stamped.to_dict(), default=str), fence)
         for observe in self.observers:
