@@ -120,7 +120,7 @@ def serve_process() -> Iterator[Callable[..., Process]]:
              "--port", str(port), "--log-level", "warning", "--ws-max-size", str(1 << 20),
              "--ws-per-message-deflate", "false"], env={**os.environ, **(env or {})})
         started.append(proc)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # (a loaded machine imports slowly)
         while True:
             try:
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
