@@ -299,7 +299,10 @@ class Executor:
         samples = sorted(self.latency.get(name, ()))
         if not samples:
             return {}
-        pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+
+        def pick(q: float) -> float:
+            return samples[min(len(samples) - 1, int(q * len(samples)))]
+
         return {"0.5": pick(0.5), "0.95": pick(0.95), "0.99": pick(0.99)}
 
     def _record_latency(self, tool: Tool, seconds: float) -> None:

@@ -14,8 +14,9 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 PROTOCOL_VERSION = 1
 
@@ -69,12 +70,16 @@ class BaseEvent:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-@functools.cache
-def _payload(cls: type[BaseEvent]) -> tuple[str, ...]:
+def _fields_of(cls: type[BaseEvent]) -> tuple[str, ...]:
     """A class's fields after the envelope, ``call_id`` first (the wire order)."""
     names = [f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE]
     has_call = any(f.name == "call_id" for f in dataclasses.fields(cls))
     return (("call_id",) if has_call else ()) + tuple(names)
+
+
+# Cached per class. (Typed as a plain callable: mypy counts a class with a generated
+# __hash__ as unhashable, though classes hash by identity.)
+_payload = cast("Callable[[type[BaseEvent]], tuple[str, ...]]", functools.cache(_fields_of))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -379,7 +384,7 @@ Event = (
 )
 
 EVENT_TYPES: dict[str, type[BaseEvent]] = {
-    cls.type: cls for cls in BaseEvent.__subclasses__()  # type: ignore[misc]
+    cls.type: cls for cls in BaseEvent.__subclasses__()
 }
 
 TERMINAL_CALL_TYPES = frozenset({"tool.result", "tool.error", "tool.cancelled"})

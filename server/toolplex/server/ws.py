@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -111,7 +112,7 @@ class _Connection:
             if self.session.log.closed:
                 raise _Stop(1001, "the session ended")
 
-    async def handle(self, tg: anyio.abc.TaskGroup, message: dict[str, Any]) -> None:
+    async def handle(self, tg: anyio.abc.TaskGroup, message: Mapping[str, Any]) -> None:
         raw = message.get("text")
         if raw is None:
             raw = message.get("bytes") or b""

@@ -27,7 +27,16 @@ from ...log import EventLog
 from ...runner import Agent, Run
 from ...session import Session, new_id
 from .. import unavailable
-from .keys import COMMANDS, CONVERSATIONS, UNREACHABLE, WAITING, async_client, session_key
+from .keys import (
+    COMMANDS,
+    CONVERSATIONS,
+    UNREACHABLE,
+    WAITING,
+    async_client,
+    decoded,
+    entries,
+    session_key,
+)
 from .lease import Leases
 from .log import SharedLog, SharedLogs, entry_seq
 from .store import RedisStore
@@ -105,7 +114,7 @@ class RedisBackend:
         field = f"{kind}:{key}"
         if session_id is not None and self.redis.hsetnx(CONVERSATIONS, field, session_id):
             return session_id
-        found: str | None = self.redis.hget(CONVERSATIONS, field)
+        found: str | None = decoded(self.redis.hget(CONVERSATIONS, field))
         return found
 
     def refresh(self, session: Session) -> None:
@@ -256,13 +265,14 @@ class RedisBackend:
         if session is None:
             return
         run_id = lease["run"]
-        entries = self.redis.xrange(session_key(session_id, "log"), min=f"{lease['start'] + 1}-0")
+        stored = entries(self.redis.xrange(session_key(session_id, "log"),
+                                           min=f"{lease['start'] + 1}-0"))
         open_calls: dict[str, None] = {}
-        first = entry_seq(entries[0][0]) if entries else None
+        first = entry_seq(stored[0][0]) if stored else None
         # When the start fell out of the retained stream, it did start (long ago).
         started = first is not None and first > lease["start"] + 1
         ended = False
-        for _, fields in entries:
+        for _, fields in stored:
             event = json.loads(fields["e"])
             if event.get("run_id") != run_id:
                 continue

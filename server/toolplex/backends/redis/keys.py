@@ -22,6 +22,8 @@ Keys (all under ``tp:``):
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
@@ -62,6 +64,21 @@ def job_key(job_id: str) -> str:
 def webhook_key(webhook_id: str) -> str:
     """``tp:wh:{id}``: a webhook id already handled."""
     return f"tp:wh:{webhook_id}"
+
+
+Entry = tuple[str, dict[str, str]]
+"""A stream entry: its id (``<seq>-0``) and its fields."""
+
+
+def decoded(reply: Any) -> Any:
+    """A reply as the clients return it: strings, not bytes (they are made with
+    ``decode_responses=True``, which redis-py's type hints cannot see)."""
+    return reply
+
+
+def entries(reply: Any) -> list[Entry]:
+    """A stream reply (XRANGE, XREVRANGE), decoded."""
+    return cast("list[Entry]", reply)
 
 
 def sync_client(url: str) -> redis.Redis:

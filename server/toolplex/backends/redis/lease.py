@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from .keys import RUNS, lease_key, session_key
+from .keys import RUNS, decoded, lease_key, session_key
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -87,7 +87,7 @@ class Leases:
 
     def taken(self) -> dict[str, str]:
         """Every lease taken and not given back, by session id (on any process)."""
-        found: dict[str, str] = self.redis.hgetall(RUNS)
+        found: dict[str, str] = decoded(self.redis.hgetall(RUNS))
         return found
 
     def claim(self, session_id: str, lease: str) -> bool:

@@ -33,7 +33,16 @@ import redis.asyncio
 from ...events import BaseEvent, from_dict, now_ms
 from ...log import EventLog
 from .. import unavailable
-from .keys import CHANGES, UNREACHABLE, async_client, lease_key, session_key, sync_client
+from .keys import (
+    CHANGES,
+    UNREACHABLE,
+    async_client,
+    decoded,
+    entries,
+    lease_key,
+    session_key,
+    sync_client,
+)
 
 logger = logging.getLogger("toolplex.backends.redis")
 
@@ -233,10 +242,10 @@ class SharedLogs:
         if log is not None:
             return log
         log = SharedLog(session_id, self, retain=retain)
-        entries = self.sync.xrevrange(session_key(session_id, "log"), count=retain)
-        if entries:
-            log._head = entry_seq(entries[-1][0]) - 1
-            for entry_id, fields in reversed(entries):
+        stored = entries(self.sync.xrevrange(session_key(session_id, "log"), count=retain))
+        if stored:
+            log._head = entry_seq(stored[-1][0]) - 1
+            for entry_id, fields in reversed(stored):
                 log.insert(_event(entry_id, fields))
         else:
             log._head = int(self.sync.get(session_key(session_id, "seq")) or 0)
@@ -256,16 +265,16 @@ class SharedLogs:
         while True:
             try:
                 if cursor is None:  # at start, and after Redis was unreachable
-                    last = await client.xrevrange(CHANGES, count=1)
+                    last = entries(await client.xrevrange(CHANGES, count=1))
                     cursor = last[0][0] if last else "0-0"
                     await self._catch_up(client, list(self.logs.values()))
-                reply = await client.xread({CHANGES: cursor}, count=1000, block=5000)
+                reply = decoded(await client.xread({CHANGES: cursor}, count=1000, block=5000))
                 if not reply:
                     continue
-                entries = reply[0][1]
-                cursor = entries[-1][0]
+                changes = entries(reply[0][1])
+                cursor = changes[-1][0]
                 behind: dict[str, SharedLog] = {}
-                for _, change in entries:
+                for _, change in changes:
                     log = self.logs.get(change["s"][len("tp:s:"):-len(":log")])
                     if log is not None and int(change["h"]) > log.head_seq:
                         behind[log.session_id] = log
@@ -281,8 +290,8 @@ class SharedLogs:
         pipe = client.pipeline(transaction=False)
         for log in logs:
             pipe.xrange(session_key(log.session_id, "log"), min=f"{log.head_seq + 1}-0")
-        for log, entries in zip(logs, await pipe.execute(), strict=True):
-            for entry_id, fields in entries:
+        for log, grown in zip(logs, await pipe.execute(), strict=True):
+            for entry_id, fields in entries(grown):
                 if entry_seq(entry_id) > log.head_seq:  # the writer may have put it there
                     log.insert(_event(entry_id, fields))
 

@@ -11,7 +11,15 @@ import time
 from typing import Any
 
 from ...store import OPEN
-from .keys import OPEN_JOBS, WAITING, job_key, session_key, sync_client, webhook_key
+from .keys import (
+    OPEN_JOBS,
+    WAITING,
+    decoded,
+    job_key,
+    session_key,
+    sync_client,
+    webhook_key,
+)
 
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -66,7 +74,8 @@ class RedisStore:
                      head_seq: int, breakers: dict[str, Any] | None = None) -> None:
         """Write a session's token hash, history and breakers."""
         key = session_key(session_id)
-        fields = {"token_hash": token_hash, "history": json.dumps(history, default=str)}
+        fields: dict[Any, Any] = {"token_hash": token_hash,
+                                  "history": json.dumps(history, default=str)}
         if breakers is not None:
             fields["breakers"] = json.dumps(breakers)
         pipe = self.redis.pipeline()
@@ -94,7 +103,8 @@ class RedisStore:
 
     def insert_job(self, job: dict[str, Any]) -> None:
         """Store a new job row."""
-        row = {**job, "args": json.dumps(job["args"], default=str), "delivered": "0"}
+        row: dict[Any, Any] = {**job, "args": json.dumps(job["args"], default=str),
+                               "delivered": "0"}
         pipe = self.redis.pipeline()
         pipe.hset(job_key(job['id']), mapping=row)
         pipe.sadd(session_key(job["session_id"], "jobs"), job["id"])
@@ -103,7 +113,7 @@ class RedisStore:
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """A job row, JSON fields decoded."""
-        row = self.redis.hgetall(job_key(job_id))
+        row: dict[str, str] = decoded(self.redis.hgetall(job_key(job_id)))
         return _decode(row) if row else None
 
     def _rows(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -115,8 +125,8 @@ class RedisStore:
     def jobs(self, *, session_id: str | None = None, open_only: bool = False,
              undelivered: bool = False) -> list[dict[str, Any]]:
         """Jobs matching the filters, oldest first."""
-        ids = self.redis.smembers(session_key(session_id, "jobs") if session_id is not None
-                                  else OPEN_JOBS)
+        ids: set[str] = decoded(self.redis.smembers(
+            session_key(session_id, "jobs") if session_id is not None else OPEN_JOBS))
         rows = self._rows(list(ids))
         if open_only:
             rows = [r for r in rows if r["status"] in OPEN]
@@ -126,7 +136,7 @@ class RedisStore:
 
     def progress(self, job_id: str, progress: float, total: float | None,
                  message: str | None) -> None:
-        fields: dict[str, Any] = {"progress": progress}
+        fields: dict[Any, Any] = {"progress": progress}
         fields.update({k: v for k, v in (("total", total), ("message", message))
                        if v is not None})
         self.redis.hset(job_key(job_id), mapping=fields)
