@@ -9,8 +9,10 @@ from typing import Any
 
 import anyio
 
-from toolplex import Agent, Job, JobManager, Session, Store, ToolError, tool
+from toolplex import Agent, Job, Session, ToolError, tool
 from toolplex.events import BaseEvent
+from toolplex.jobs import JobManager
+from toolplex.store import Store
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect, of_type
 
 

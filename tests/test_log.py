@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import anyio
 
-from toolplex import EventLog, Gap
+from toolplex import EventLog
 from toolplex.events import TextDelta
+from toolplex.log import Gap
 
 
 def _fill(log: EventLog, n: int) -> None:

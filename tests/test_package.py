@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import inspect
+import itertools
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import toolplex
@@ -106,3 +109,42 @@ def test_no_runtime_module_imports_the_server_or_the_demo() -> None:
         if path.name == "__init__.py" and path.parent == PACKAGE:
             upward -= {"toolplex.server"}  # create_app and Settings, on first use
         assert not upward, f"{_module_name(path)} imports {sorted(upward)}"
+
+
+# What `from __future__` and `typing` put into the root module's namespace.
+_NOT_EXPORTS = {"annotations", "TYPE_CHECKING", "Any"}
+
+
+def _attribute_docstring(name: str) -> str | None:
+    """The string right after ``name = ...`` at module level somewhere in the package."""
+    for path in PACKAGE.rglob("*.py"):
+        body = ast.parse(path.read_text()).body
+        for node, after in itertools.pairwise(body):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets) and (
+                    isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
+                return str(after.value.value)
+    return None
+
+
+class TestPublicNames:
+    def test_all_is_sorted_and_at_most_30_names(self) -> None:
+        assert toolplex.__all__ == sorted(toolplex.__all__)
+        assert len(toolplex.__all__) <= 30, "STYLE: the public face is 15-30 names"
+
+    def test_all_is_every_public_name_of_the_package(self) -> None:
+        public = {name for name, value in vars(toolplex).items()
+                  if not name.startswith("_") and not inspect.ismodule(value)}
+        lazy = {"Settings", "create_app"}  # loaded from toolplex.server on first use
+        assert set(toolplex.__all__) == (public - _NOT_EXPORTS) | lazy
+
+    def test_every_exported_name_has_a_docstring(self) -> None:
+        for name in toolplex.__all__:
+            value = getattr(toolplex, name)
+            if inspect.isclass(value):
+                doc = vars(value).get("__doc__")
+            elif callable(value) and not isinstance(value, types.UnionType):
+                doc = value.__doc__
+            else:
+                doc = _attribute_docstring(name)
+            assert doc and doc.strip(), f"toolplex.{name} needs a docstring"

@@ -10,11 +10,11 @@ program that only runs agents never loads Starlette, uvicorn, Redis or Prometheu
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError as _NotInstalled, version as _version
 from typing import TYPE_CHECKING, Any
 
 from .breaker import BreakerState, CircuitBreaker
-from .calls import Outcome, ToolCall
+from .calls import ToolCall
 from .events import BaseEvent, Event
 from .exceptions import (
     InvalidArguments,
@@ -24,16 +24,15 @@ from .exceptions import (
     ToolTimeout,
     UsageError,
 )
-from .jobs import Job, JobManager
+from .jobs import Job
 from .limits import UpstreamLimit
-from .log import EventLog, Gap
+from .log import EventLog
 from .model import Model
 from .policy import Backoff, Clock
 from .providers import OpenAIModel
 from .runner import Agent, Limits, Run
-from .scripted import Call, ScriptedModel, Step
+from .scripted import ScriptedModel
 from .session import Session
-from .store import Store
 from .tools import Tool, tool
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ _SERVER = ("Settings", "create_app")
 try:
     __version__ = _version("toolplex")
     """The installed distribution's version (its package metadata)."""
-except PackageNotFoundError:  # a checkout on sys.path, not installed
+except _NotInstalled:  # a checkout on sys.path, not installed
     __version__ = "0+unknown"
 
 __all__ = [
@@ -52,26 +51,20 @@ __all__ = [
     "Backoff",
     "BaseEvent",
     "BreakerState",
-    "Call",
     "CircuitBreaker",
     "Clock",
     "Event",
     "EventLog",
-    "Gap",
     "InvalidArguments",
     "Job",
-    "JobManager",
     "Limits",
     "Model",
     "OpenAIModel",
-    "Outcome",
     "ProtocolError",
     "Run",
     "ScriptedModel",
     "Session",
     "Settings",
-    "Step",
-    "Store",
     "Tool",
     "ToolCall",
     "ToolError",

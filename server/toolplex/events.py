@@ -382,6 +382,7 @@ Event = (
     | RunFinished
     | RunError
 )
+"""Any event of PROTOCOL.md: the union of the event classes (``event.type`` tells which)."""
 
 EVENT_TYPES: dict[str, type[BaseEvent]] = {
     cls.type: cls for cls in BaseEvent.__subclasses__()
