@@ -145,7 +145,7 @@ export const CALL_HANDLERS = Object.freeze({
 
   'job.pending': (s, e) => {
     const job = {
-      job_id: e.job_id, via: e.via, status: 'pending', progress: null, total: null, message: null,
+      job_id: e.job_id, via: e.via, status: /** @type {const} */ ('pending'), progress: null, total: null, message: null,
       output: undefined, error: null, pendingAt: e.ts, completedAt: null,
     };
     const next = withCall(s, e, (c) => ({

@@ -1,14 +1,9 @@
 // @ts-check
 /**
- * toolplex's JS client: named re-exports only. `toolplex.js` is the documented
- * entry point and exports the same names.
+ * toolplex's JS client under the package's other entry name: the same exports as
+ * `toolplex.js`, the documented entry point (one list of names, kept there).
  *
  * @module index
  */
 
-export { backoff } from './backoff.js';
-export { CALL_STATUSES } from './calls.js';
-export { DEFAULTS, ToolplexClient, createSession } from './client.js';
-export { ClientErrorEvent, FrameEvent, LogEvent, StateEvent, StatusEvent } from './events.js';
-export { SSEMessageEvent, SSEParser, SSEReader, SSE_DEFAULTS } from './sse.js';
-export { foldSnapshot, initialState, reduce, replay } from './view.js';
+export * from './toolplex.js';

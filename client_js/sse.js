@@ -100,6 +100,7 @@ export class SSEParser {
  * @example
  * new SSEReader(url, {...SSE_DEFAULTS, headers: {Authorization: 'Bearer t'}});
  */
+/** @type {Readonly<import('./toolplex.js').SSEReaderOptions>} */
 export const SSE_DEFAULTS = Object.freeze({
   /** @type {typeof fetch | null} null: the global fetch */
   fetch: null,
@@ -138,7 +139,8 @@ export class SSEReader extends EventTarget {
 
   /**
    * @param {string} url the events URL
-   * @param {Partial<typeof SSE_DEFAULTS>} [options] merged over {@link SSE_DEFAULTS}
+   * @param {Partial<import('./toolplex.js').SSEReaderOptions>} [options] merged over
+   *   {@link SSE_DEFAULTS}
    */
   constructor(url, options = {}) {
     super();

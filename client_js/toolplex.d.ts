@@ -34,7 +34,6 @@ export interface ToolCallEnd extends Envelope { type: 'tool.call.end'; call_id: 
 /** Extension: the call waits for its upstream's rate or concurrency limit. */
 export interface ToolQueued extends Envelope { type: 'tool.queued'; call_id: string; upstream: string }
 /** Extension: the call's result is a memoised earlier one. */
-export interface ToolCached extends Envelope { type: 'tool.cached'; call_id: string }
 export interface ToolExecStarted extends Envelope { type: 'tool.exec.started'; call_id: string; attempt: number; timeout_ms: number }
 export interface ToolOutputDelta extends Envelope { type: 'tool.output.delta'; call_id: string; attempt: number; index: number; data: unknown }
 export interface ToolRetrying extends Envelope {
@@ -63,7 +62,7 @@ export interface RunError extends Envelope { type: 'run.error'; error: ErrorInfo
 export type ToolplexEvent =
   | RunStarted | StepStarted | StepFinished | TextStart | TextDelta | TextEnd
   | ReasoningStart | ReasoningDelta | ReasoningEnd
-  | ToolCallStart | ToolCallDelta | ToolCallEnd | ToolQueued | ToolCached | ToolExecStarted
+  | ToolCallStart | ToolCallDelta | ToolCallEnd | ToolQueued | ToolExecStarted
   | ToolOutputDelta | ToolRetrying | ToolTimeout | ToolResult | ToolError | ToolCancelled
   | ToolShortCircuit | ToolCircuitOpen | JobPending | JobProgress | JobCompleted
   | RunFinished | RunError;
@@ -72,8 +71,8 @@ export type ToolplexEvent =
 
 export interface StreamHello { type: 'stream.hello'; session_id: string; head_seq: number; resume_from: number }
 export interface StreamGap { type: 'stream.gap'; from_seq: number; to_seq: number }
-/** The frame after a gap: `messages` is the session's chat history (folded by {@link foldSnapshot}); `events`, when present, are folded like logged events. */
-export interface StreamSnapshot { type: 'stream.snapshot' | 'snapshot'; session_id?: string; messages?: object[]; events?: ToolplexEvent[]; [key: string]: unknown }
+/** The frame after a gap: `messages` is the session's chat history (folded by {@link foldSnapshot}). */
+export interface StreamSnapshot { type: 'stream.snapshot'; session_id: string; messages: object[] }
 export interface CommandError { type: 'command.error'; error: ErrorInfo; ref?: unknown }
 /** The answer to an accepted command that carried a `ref` (WebSocket; not logged). */
 export interface CommandOk { type: 'command.ok'; ref: string; run_id?: string }
