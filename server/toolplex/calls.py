@@ -584,7 +584,7 @@ class Executor:
             functools.partial(_body, tool, call.kwargs or {}, take, done))
         # The deadline is a loop timer settling `done`, not a cancel scope: the call only
         # awaits `done`, and a scope's deadline (its own timer, task bookkeeping, cancel
-        # delivery) cost about 10 us a call, a tenth of toolplex's work on a fast call.
+        # delivery) is a measurable share of a fast call's cost (bench/README.md).
         timer = loop.call_later(seconds, _settle, done, False, None, None)
         try:
             finished, value, error = await done

@@ -621,7 +621,7 @@ class Run:
             step.hedge = anyio.Event()
             step.hedge_until = anyio.current_time() + self.agent.clock.real(tool.head_start)
             step.hedged_by = call
-        # A name given is a name anyio need not work out from the method (~1.4 us).
+        # A name given is a name anyio need not work out from the method once per call.
         self.trace.start_call(tg, call, self._run_call, step, call,
                               name=f"{call.name} ({call.call_id})")
 

@@ -39,9 +39,9 @@ class _DeclareAsyncio:
     Every anyio primitive asks sniffio which library runs it; without the declaration
     sniffio asks ``asyncio.current_task()``, and on Python 3.11 that calls
     ``get_running_loop()``, which makes a ``getpid()`` system call each time (to notice
-    a fork; 3.12 dropped it). Declared, ``anyio.Event()`` costs 0.7 us instead of 1.7
-    and ``fail_after`` 5.9 instead of 7.4 (this machine); the log, the readers and the
-    calls make several per event. The context variable is sniffio's documented way for
+    a fork; 3.12 dropped it). Declared, anyio's primitives skip that system call; the
+    log, the readers and the calls make several per event (the figures are in
+    bench/README.md). The context variable is sniffio's documented way for
     a library to declare itself; tasks started from here inherit it.
     """
 

@@ -86,12 +86,12 @@ class Settings:
     starlette...), so that collections stop rescanning it."""
     gc_thresholds: tuple[int, int, int] | None = (700, 10, 1000)
     """``gc.set_threshold(...)`` at startup (None keeps CPython's (700, 10, 10)). Full
-    collections rescan every session's retained events and stall all streams at once:
-    at 1,000 streaming sessions bench/sessions.py measured p99 24 ms and max 0.27 s with
-    CPython's thresholds, p99 5-6 ms and max 13-20 ms with these, which run a full
-    collection 100 times less often (every ~7M allocations). Young collections are
-    unchanged: raising the first threshold instead (50,000) also gave a low p99, but the
-    stalled-reader test's memory then grew without levelling off."""
+    collections rescan every session's retained events and stall all streams at once;
+    these thresholds run one 100 times less often (every ~7M allocations), young
+    collections unchanged (``python -m bench.sessions --gc-thresholds`` compares them;
+    bench/README.md has the figures). Raising the first threshold instead also lowered
+    the tail latency, but the stalled-reader test's memory then grew without levelling
+    off."""
     redis_url: str | None = field(default_factory=lambda: os.environ.get("TOOLPLEX_REDIS_URL"))
     """``redis://...``: sessions, event logs and jobs live in Redis, shared by every
     process started with the same URL (env TOOLPLEX_REDIS_URL). None: one process."""
