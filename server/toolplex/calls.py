@@ -12,6 +12,7 @@ breaker and memo cache. The call emits ``tool.exec.started``,
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
@@ -50,6 +51,12 @@ Emit = Callable[..., BaseEvent]
 """``emit(EventClass, **fields)``: append an event of the current run to the log."""
 
 CancelReason = Literal["short_circuit", "user", "run_cancelled", "discarded"]
+
+current_call: contextvars.ContextVar[tuple[ToolCall, Session, Emit]] = (
+    contextvars.ContextVar("toolplex_current_call"))
+"""The call a tool body runs for, with its session and emit (set around each call's
+execution): a tool that turns into a job mid-call (an MCP server answering with a
+task) hands it to :meth:`~toolplex.jobs.JobManager.adopt`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +300,8 @@ class Executor:
     budget: float = 3.0
     """The UX budget: an inline tool whose p99 exceeds it is flagged as an async candidate."""
     _flagged: set[str] = field(default_factory=set)
+    _timers: dict[_Done, asyncio.TimerHandle] = field(default_factory=dict)
+    """The deadline of each running ``idle_timeout`` call (moved by each chunk)."""
 
     def quantiles(self, name: str) -> dict[str, float]:
         """p50/p95/p99 of the tool's recent successful call durations (nominal seconds)."""
@@ -343,6 +352,7 @@ class Executor:
         tool = call.tool
         assert tool is not None
         assert call.kwargs is not None
+        token = current_call.set((call, session, emit))
         try:
             with call.scope:
                 await self._execute(call, tool, session, emit, on_chunk)
@@ -356,6 +366,7 @@ class Executor:
             # when the run's own scope is being cancelled around us.
             if call.outcome is None:
                 self.cancelled(call, emit)
+            current_call.reset(token)
         assert call.outcome is not None
         return call.outcome
 
@@ -552,6 +563,15 @@ class Executor:
             return tool.reduce(call.chunks), False
         return (call.chunks[0] if call.chunks else None), False
 
+    def _take_rearming(self, take: Callable[[Any], None], loop: asyncio.AbstractEventLoop,
+                       seconds: float, done: _Done, chunk: Any) -> None:
+        """``take`` for an ``idle_timeout`` tool: each chunk restarts its deadline."""
+        timer = self._timers.get(done)
+        if timer is not None:
+            timer.cancel()
+            self._timers[done] = loop.call_later(seconds, _settle, done, False, None, None)
+        take(chunk)
+
     @staticmethod
     def _take(call: ToolCall, number: int, chunk: Any, *, emit: Emit,
               on_chunk: Callable[[ToolCall, Any], None]) -> None:
@@ -580,16 +600,20 @@ class Executor:
         """
         loop = asyncio.get_running_loop()
         done: _Done = loop.create_future()
+        if tool.idle_timeout:
+            take = functools.partial(self._take_rearming, take, loop, seconds, done)
         task = self.supervisor.spawn(
             functools.partial(_body, tool, call.kwargs or {}, take, done))
         # The deadline is a loop timer settling `done`, not a cancel scope: the call only
         # awaits `done`, and a scope's deadline (its own timer, task bookkeeping, cancel
         # delivery) is a measurable share of a fast call's cost (bench/README.md).
         timer = loop.call_later(seconds, _settle, done, False, None, None)
+        if tool.idle_timeout:
+            self._timers[done] = timer
         try:
             finished, value, error = await done
         finally:
-            timer.cancel()
+            (self._timers.pop(done, timer) if tool.idle_timeout else timer).cancel()
             await self.supervisor.stop(task, f"{tool.name} ({call.call_id})")
         if error is not None:
             raise error

@@ -36,15 +36,19 @@ class ToolError(ToolplexError):
         message: What went wrong, for the model and the client.
         status: The upstream's HTTP status, when there is one.
         retry_after: Seconds the upstream asked us to wait (429).
+        code: The ``tool.error`` code of a permanent failure (default ``upstream``), e.g.
+            ``tool_error`` for a tool that reported its own failure.
     """
 
     def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None
+        self, message: str, status: int | None = None, retry_after: float | None = None,
+        *, code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.code = code
 
 
 class ToolTimeout(ToolError, TimeoutError):

@@ -14,9 +14,9 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -148,6 +148,13 @@ class JobManager:
         self._find: Callable[[str], Session | None] = self.sessions.get
         self._deliver: Callable[[Session], None] = self._deliver_here
         self._bound: tuple[Mapping[str, Tool], Executor, StartTurn] | None = None
+        self.resumers: dict[str, Callable[[Job, dict[str, Any]], Awaitable[None]]] = {}
+        """Who polls an adopted ``poll`` job, by the ``resume`` key of its state: after a
+        restart, :meth:`recover` hands them the job again."""
+        self.answerers: dict[str, Callable[[Job, dict[str, Any], Any], Awaitable[None]]] = {}
+        """Who takes a person's answer to an adopted ``human`` job, by its ``resume`` key
+        (an MCP server asking for input is called again with it)."""
+        self._answering: set[str] = set()
         # Which sessions have open or undelivered jobs, so a step asks the store only
         # when there may be something to find.
         self._open: set[str] = set()
@@ -222,10 +229,12 @@ class JobManager:
         return Job(row["id"], row["session_id"], row["call_id"], row["tool"], row["via"],
                    url, self)
 
-    def _create(self, session: Session, call: ToolCall, tool: Tool, status: str) -> Job:
+    def _create(self, session: Session, call: ToolCall, tool: Tool, status: str,
+                *, via: str | None = None, args: dict[str, Any] | None = None) -> Job:
         now = time.time()
         row = {"id": new_id("j"), "session_id": session.id, "call_id": call.call_id,
-               "tool": tool.name, "via": VIA[tool.mode], "args": call.kwargs or {},
+               "tool": tool.name, "via": via or VIA[tool.mode],
+               "args": (call.kwargs or {}) if args is None else args,
                "status": status, "created": now, "expires": now + self.ttl}
         self.store.insert_job(row)
         self.sessions[session.id] = session
@@ -278,6 +287,32 @@ class JobManager:
                 self.complete(job.id, "failed", error=error, deliver=False)
                 return self.executor.fail(call, emit, error)
         return self._pending(call, emit, job.id)
+
+    def adopt(self, call: ToolCall, session: Session, emit: Emit, *,
+              via: Literal["poll", "human"], state: dict[str, Any],
+              message: str | None = None) -> dict[str, Any]:
+        """Turn a call that is running inline into a job, from inside its body (a server
+        answered with a task to poll, or asked a person for input).
+
+        ``state`` is stored with the job and must name, under ``"resume"``, the key of a
+        :attr:`resumers` (``poll``) or :attr:`answerers` (``human``) entry. Logs
+        ``job.pending`` (and ``job.progress`` with ``message``); the body returns the
+        pending output this gives, so its call ends like any job's.
+        """
+        assert call.tool is not None
+        job = self._create(session, call, call.tool, "running" if via == "poll" else "pending",
+                           via=via, args=state)
+        emit(JobPending, call_id=call.call_id, job_id=job.id, via=via)
+        if message is not None:
+            self.progress(job.id, 0, None, message)
+        logger.info("%s became job %s (%s)", call.tool.name, job.id, via,
+                    extra={"session_id": session.id, "call_id": call.call_id, "job_id": job.id})
+        return {"job_id": job.id, "status": "pending"}
+
+    def handle(self, job_id: str) -> Job | None:
+        """The :class:`Job` handle of a stored job (None when there is none)."""
+        row = self.store.job(job_id)
+        return None if row is None else self._handle(row)
 
     async def _auto(self, call: ToolCall, tool: Tool, session: Session, emit: Emit) -> Outcome:
         """Run inline; past the budget, become a job without restarting the work."""
@@ -351,6 +386,18 @@ class JobManager:
         Returns:
             False when the job had already ended (nothing changes).
         """
+        if self.answerers and status == "succeeded" and job_id not in self._answering:
+            row = self.store.job(job_id)
+            answer = None
+            if row is not None and row["via"] == "human" and row["status"] == "pending":
+                answer = self.answerers.get(row["args"].get("resume", ""))
+            if answer is not None and row is not None:
+                # [jobs] a person's answer to an adopted job goes back to who asked; the
+                # job ends when that says so (with the final result, or failed).
+                self._answering.add(job_id)
+                self.executor.supervisor.spawn(
+                    functools.partial(self._answer, answer, row, output))
+                return True
         if not self.store.finish(job_id, status, output, error):
             return False
         row = self.store.job(job_id)
@@ -365,6 +412,16 @@ class JobManager:
                                             error=error))
             self.pump(session)
         return True
+
+    async def _answer(self, answer: Callable[[Job, dict[str, Any], Any], Awaitable[None]],
+                      row: dict[str, Any], output: Any) -> None:
+        try:
+            await answer(self._handle(row), row["args"], output)
+        except Exception as exc:
+            logger.exception("answering job %s failed", row["id"])
+            self.complete(row["id"], "failed", error=classify(exc).to_error())
+        finally:
+            self._answering.discard(row["id"])
 
     def pump(self, session: Session) -> None:
         """Start a ``trigger: "job"`` run for completions not yet delivered, if idle."""
@@ -401,6 +458,15 @@ class JobManager:
         if self.shared:
             return
         for row in self.store.jobs(open_only=True):
+            if row["via"] == "poll":
+                resume = self.resumers.get(row["args"].get("resume", ""))
+                if resume is not None:
+                    self.executor.supervisor.spawn(
+                        functools.partial(resume, self._handle(row), row["args"]))
+                else:
+                    self.complete(row["id"], "failed", error=error_dict(
+                        "interrupted", "the server restarted and nothing polls this job now"))
+                continue
             if row["via"] != "worker":
                 continue
             tool_ = self.tools.get(row["tool"])

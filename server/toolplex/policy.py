@@ -117,7 +117,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure(True, "timeout", "timeout", message)
     if isinstance(exc, ToolError):
         if exc.status is None:
-            return Failure(False, "error", "upstream", exc.message)
+            return Failure(False, "error", exc.code or "upstream", exc.message)
         return _from_status(exc.status, exc.message, exc.retry_after)
     if isinstance(exc, ConnectionError) or _is_transport_error(exc):
         return Failure(True, "error", "upstream", f"connection error: {message}")

@@ -59,7 +59,7 @@ from .model import (
 )
 from .policy import Backoff, Clock
 from .session import Session, new_id
-from .tools import Tool
+from .tools import Tool, ToolProvider
 
 if TYPE_CHECKING:
     from .telemetry import RunTrace
@@ -101,7 +101,8 @@ class Agent:
     """Tools, a model and the policy to run them: the library's entry point.
 
     Args:
-        tools: The tools the model may call (``@tool`` functions).
+        tools: The tools the model may call: ``@tool`` functions, and tool providers
+            (:class:`toolplex.mcp.MCPServer`) whose tools are listed at first use.
         model: Default: :class:`~toolplex.ScriptedModel` (no key, no network).
         instructions: A system message put before the history on every step.
         limits: Run-level guards.
@@ -128,7 +129,7 @@ class Agent:
 
     def __init__(
         self,
-        tools: Iterable[Tool] = (),
+        tools: Iterable[Tool | ToolProvider] = (),
         model: Model | None = None,
         *,
         instructions: str | None = None,
@@ -147,7 +148,14 @@ class Agent:
         self.name = name
         self.prompts: tuple[str, ...] = tuple(prompts)
         self.tools: dict[str, Tool] = {}
+        self.providers: list[ToolProvider] = []
+        """Sources of tools listed lazily (MCP servers), asked before each step."""
+        self._provided: dict[str, Tool] = {}
+        self._shadowed: set[str] = set()
         for item in tools:
+            if not isinstance(item, Tool) and isinstance(item, ToolProvider):
+                self.providers.append(item)
+                continue
             if not isinstance(item, Tool):
                 raise UsageError(f"{item!r} is not a tool: decorate it with @tool")
             if item.name in self.tools:
@@ -175,6 +183,8 @@ class Agent:
         self.jobs = jobs or JobManager()
         self.jobs.bind(self.tools, self.executor, self._start_job_turn)
         self.run_end_hooks.append(lambda run: self.jobs.pump(run.session))
+        for provider in self.providers:
+            provider.bind(self)
 
     def session(self, session_id: str | None = None) -> Session:
         """A new session (history, log, breakers) for a series of runs."""
@@ -185,7 +195,8 @@ class Agent:
         ``check_job`` is offered while a job of the session is pending."""
         specs = [
             tool.spec()
-            for tool in self.tools.values()
+            for tools in (self.tools, self._provided)
+            for tool in tools.values()
             if self.executor.breaker_for(session, tool).allows_calls
         ]
         if "check_job" not in self.tools and self.jobs.open_jobs(session):
@@ -194,15 +205,46 @@ class Agent:
 
     def tool_for(self, name: str, session: Session) -> Tool | None:
         """The tool a call names, built-ins included."""
-        found = self.tools.get(name)
+        found = self.tools.get(name) or self._provided.get(name)
         if found is None and name == "check_job":
             return self.jobs.check_tool(session)
+        for provider in self.providers if found is None else ():
+            found = provider.lookup(name)
+            if found is not None:
+                break
         return found
 
     def _start_job_turn(self, session: Session, messages: list[dict[str, Any]]) -> None:
         """Deliver job completions: a ``trigger: "job"`` run with them as input."""
         run = Run(self, session, messages, "job")
         self.executor.supervisor.spawn(run.execute)
+
+    def tool_names(self) -> list[str]:
+        """The names of every tool the model may call now, sorted."""
+        return sorted({*self.tools, *self._provided})
+
+    async def refresh_tools(self) -> None:
+        """Ask every tool provider for its tools (at once; each answers from its cache
+        until its tools change). A provider's tool never replaces an agent's own."""
+        listed: list[list[Tool]] = [[] for _ in self.providers]
+
+        async def one(index: int, provider: ToolProvider) -> None:
+            listed[index] = list(await provider.list_tools())
+
+        async with anyio.create_task_group() as tg:
+            for index, provider in enumerate(self.providers):
+                tg.start_soon(one, index, provider)
+        provided: dict[str, Tool] = {}
+        for tools in listed:
+            for item in tools:
+                if item.name in self.tools or item.name in provided:
+                    if item.name not in self._shadowed:
+                        self._shadowed.add(item.name)
+                        logger.warning("a provided tool named %r is hidden by another tool "
+                                       "of that name (give its server a prefix)", item.name)
+                    continue
+                provided[item.name] = item
+        self._provided = provided
 
     def start(
         self, session: Session, input: Any, task_group: TaskGroup, *, trigger: Trigger = "user"
@@ -244,8 +286,14 @@ class Agent:
                     yield event
 
     async def aclose(self) -> None:
-        """Stop tool bodies still running in the background."""
+        """Stop tool bodies still running in the background and close tool providers
+        (MCP sessions and their processes)."""
         await self.executor.supervisor.aclose()
+        for provider in self.providers:
+            try:
+                await provider.aclose()
+            except Exception:
+                logger.exception("closing tool provider %r failed", provider)
 
 
 @dataclass(eq=False)
@@ -434,6 +482,8 @@ class Run:
 
     async def _step(self, number: int) -> bool:
         step = _Step(number, new_id("m"))
+        if self.agent.providers:
+            await self.agent.refresh_tools()
         specs = self.agent.tool_specs(self.session)
         try:
             async with anyio.create_task_group() as tg:
@@ -584,7 +634,7 @@ class Run:
                   args=parsed if isinstance(parsed, dict) else {})
         tool = self.agent.tool_for(call.name, self.session)
         if tool is None:
-            known = ", ".join(sorted(self.agent.tools)) or "none"
+            known = ", ".join(self.agent.tool_names()) or "none"
             executor.fail(call, self.emit, error_dict(
                 "unknown_tool", f"there is no tool named {call.name!r} (tools: {known})"))
             return

@@ -13,14 +13,17 @@ import json
 import math
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
 import pydantic
 
 from .exceptions import InvalidArguments, UsageError
+
+if TYPE_CHECKING:
+    from .runner import Agent
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
@@ -76,6 +79,9 @@ class Tool:
     reduce: Callable[[list[Any]], Any] = _default_reduce
     rerun_on_restart: bool = False
     wants_job: bool = False
+    idle_timeout: bool = False
+    """The timeout counts from the last chunk, not from the start: a call that keeps
+    reporting progress lives on, a silent one times out."""
     _model: type[pydantic.BaseModel] | None = field(default=None, repr=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -99,15 +105,7 @@ class Tool:
         Raises:
             InvalidArguments: Not JSON, not an object, or not matching the schema.
         """
-        if isinstance(raw, str):
-            try:
-                data = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise InvalidArguments(self.name, f"not valid JSON ({exc.msg})") from None
-        else:
-            data = raw
-        if not isinstance(data, dict):
-            raise InvalidArguments(self.name, "arguments must be a JSON object")
+        data = parse_arguments(self.name, raw)
         assert self._model is not None
         try:
             parsed = self._model.model_validate(data)
@@ -118,6 +116,49 @@ class Tool:
             )
             raise InvalidArguments(self.name, problems) from None
         return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+
+
+@runtime_checkable
+class ToolProvider(Protocol):
+    """A source of tools listed lazily, such as an MCP server
+    (:class:`toolplex.mcp.MCPServer`); ``Agent(tools=[...])`` takes one beside ``@tool``s.
+
+    The agent asks for :meth:`list_tools` before each model step (a provider answers
+    from its cache until its tools change) and :meth:`lookup` for a name no listed tool
+    has; :meth:`aclose` runs at ``agent.aclose()``.
+    """
+
+    def bind(self, agent: Agent) -> None:
+        """Attach to the agent whose clock, jobs and executor the tools use."""
+
+    async def list_tools(self) -> Sequence[Tool]:
+        """The tools as of now. Never raises: a provider that is down logs and answers
+        what it last knew (or nothing)."""
+
+    def lookup(self, name: str) -> Tool | None:
+        """A tool for a name no listing has, e.g. one failing with why the provider is
+        down; None when the name is not this provider's."""
+
+    async def aclose(self) -> None:
+        """Release connections and processes."""
+
+
+def parse_arguments(name: str, raw: str | dict[str, Any]) -> dict[str, Any]:
+    """The model's arguments text (or object) as an object.
+
+    Raises:
+        InvalidArguments: Not JSON, or not an object.
+    """
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise InvalidArguments(name, f"not valid JSON ({exc.msg})") from None
+    else:
+        data = raw
+    if not isinstance(data, dict):
+        raise InvalidArguments(name, "arguments must be a JSON object")
+    return data
 
 
 _ARGS_RE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")

@@ -72,6 +72,19 @@ async def broken(x: int = 0) -> None:
     raise ValueError("upstream broke")
 
 
+def mcp_app() -> Starlette:
+    """Durable (TOOLPLEX_DB), with the test MCP server at TOOLPLEX_MCP_URL mounted as `t`."""
+    from toolplex.mcp import MCPServer
+
+    model = ScriptedModel(scripts={
+        "job update": [Step(text="Exported: {{input}}")],
+        "export": [Step(calls=[Call("t__export", {"table": "accounts"})]), Step(text="Asked.")],
+    })
+    server = MCPServer.http(os.environ["TOOLPLEX_MCP_URL"], prefix="t", name="tasks-server")
+    return create_app(Agent(tools=[server], model=model),
+                      settings=Settings(db_path=os.environ["TOOLPLEX_DB"]))
+
+
 def cluster_app() -> Starlette:
     """One of several processes sharing the Redis at TOOLPLEX_REDIS_URL.
 
