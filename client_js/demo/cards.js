@@ -174,14 +174,49 @@ function cancelText(call, state) {
 /** @param {CallView} call */
 function chunks(call) {
   if (!call.chunks.length) return null;
+  // Progress reports (an MCP server's notifications/progress) read as a bar with its
+  // message, not as JSON; the rest of the chunks stay as they came.
+  const reports = call.chunks.filter((c) => isProgress(c.data));
+  const rest = call.chunks.filter((c) => !isProgress(c.data));
   // A plain (non-streaming) tool's value arrives as one chunk and again as the result:
   // once it ended, show it once, as the result.
-  const only = call.chunks.length === 1 && call.output !== undefined && !call.job;
-  if (only && json(call.chunks[0].data, Infinity) === json(call.output, Infinity)) return null;
-  const hidden = Math.max(0, call.chunks.length - SHOWN_CHUNKS);
-  return h('ol', { class: 'chunks', 'aria-label': 'output chunks' },
-    hidden > 0 && h('li', { class: 'more' }, `${hidden} earlier chunk${hidden === 1 ? '' : 's'}`),
-    call.chunks.slice(hidden).map((c) => h('li', { 'data-index': c.index }, linkify(json(c.data, 240)))));
+  const only = rest.length === 1 && call.output !== undefined && !call.job;
+  const shown = only && json(rest[0].data, Infinity) === json(call.output, Infinity) ? [] : rest;
+  const hidden = Math.max(0, shown.length - SHOWN_CHUNKS);
+  return [
+    reports.length ? progress(reports[reports.length - 1].data, reports.length, call) : null,
+    shown.length ? h('ol', { class: 'chunks', 'aria-label': 'output chunks' },
+      hidden > 0 && h('li', { class: 'more' }, `${hidden} earlier chunk${hidden === 1 ? '' : 's'}`),
+      shown.slice(hidden).map((c) => h('li', { 'data-index': c.index }, linkify(json(c.data, 240))))) : null,
+  ];
+}
+
+/**
+ * A chunk shaped like a progress report: `{progress, total?, message?}` and nothing else.
+ * @param {unknown} data
+ */
+function isProgress(data) {
+  if (!data || typeof data !== 'object' || Array.isArray(data)) return false;
+  const d = /** @type {Record<string, unknown>} */ (data);
+  return typeof d.progress === 'number'
+    && Object.keys(d).every((k) => k === 'progress' || k === 'total' || k === 'message');
+}
+
+/**
+ * The latest progress report of a call, as a bar (determinate when it has a total).
+ * @param {any} p @param {number} reports @param {CallView} call
+ */
+function progress(p, reports, call) {
+  const running = call.status === 'running' || call.status === 'retrying';
+  const pct = p.total ? Math.min(100, Math.round((100 * p.progress) / p.total)) : null;
+  const label = [`Progress ${p.total ? `${p.progress}/${p.total}` : p.progress}`,
+    p.message ? ` — ${p.message}` : '', reports > 1 ? ` (${reports} reports)` : ''].join('');
+  return h('div', { class: 'call-progress', 'data-progress': p.progress, 'data-total': p.total ?? '' },
+    h('p', { class: 'progress-label' }, label),
+    h('div', {
+      class: `progress${pct === null && running ? ' indeterminate' : ''}`, role: 'progressbar',
+      'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': pct,
+    }, h('div', { class: 'fill', style: `width:${pct ?? (running ? 30 : 100)}%` })));
 }
 
 /** @param {CallView} call @param {Actions} actions */

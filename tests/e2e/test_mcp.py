@@ -18,12 +18,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from playwright.async_api import Browser, expect
 from websockets.asyncio.client import connect
 
 from toolplex import Agent, Backoff, Clock, Session, Store
 from toolplex.jobs import JobManager
 from toolplex.mcp import MCPServer
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, of_type
+
+from .test_browser import WAIT_MS, Demo, browser, chromium  # noqa: F401 - fixtures
 
 HERE = Path(__file__).resolve().parents[1] / "mcp_servers"
 EVERYTHING = HERE / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
@@ -474,3 +477,36 @@ async def test_mode_job_reports_progress_as_job_progress(mcp_http: HTTPServer) -
         "step 1 of 3", "step 2 of 3", "step 3 of 3"]
     assert of_type(logged, "job.completed")[0]["output"] == {"result": "slow done after 3 steps"}
     assert store.job(job_id)["status"] == "succeeded"  # type: ignore[index]
+
+
+# -- the demo page -------------------------------------------------------------------------
+
+
+async def test_the_demo_card_shows_mcp_progress_while_the_call_runs(
+        serve: Any, browser: Browser, mcp_http: HTTPServer) -> None:  # noqa: F811
+    model = ScriptedModel(scripts={
+        "gate": [Step(calls=[Call("t__gated", {"key": "ui"})]), Step(text="Opened.")]})
+    served = serve(Agent(tools=[MCPServer.http(mcp_http.url, prefix="t")], model=model))
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        demo = Demo(await context.new_page(), served)
+        page = demo.page
+        await demo.open()
+        await demo.ask("gate")
+        card = 'article.card[data-tool="t__gated"]'
+        label = page.locator(f"{card} .progress-label")
+        # The server waits at its gate: this bar can only come from progress as it happens.
+        await expect(label).to_have_text("Progress 1/2 — waiting for ui", timeout=WAIT_MS)
+        assert await page.get_attribute(card, "data-status") == "running"
+        bar = page.locator(f"{card} .call-progress [role=progressbar]")
+        assert await bar.get_attribute("aria-valuenow") == "50"
+        await demo.shot("mcp-progress-running")
+        await anyio.to_thread.run_sync(mcp_http.post, "/open", {"key": "ui"})
+        await demo.finished()
+        await expect(label).to_have_text("Progress 2/2 — opened (2 reports)")
+        chunks = await page.locator(f"{card} .chunks").all_text_contents()
+        assert not any('"progress"' in c for c in chunks), "progress reads as a bar, not JSON"
+        await demo.shot("mcp-progress-done")
+        assert not demo.errors
+    finally:
+        await context.close()
