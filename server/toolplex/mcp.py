@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import anyio
-import jsonschema
-import mcp_types as types
-from mcp import ClientSession
+import jsonschema  # type: ignore[import-untyped]
+from mcp import ClientSession, types
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ConfigDict
@@ -60,6 +59,9 @@ logger = logging.getLogger("toolplex.mcp")
 
 TASKS = "io.modelcontextprotocol/tasks"
 """The tasks extension's identifier (SEP-2663), advertised in the client's capabilities."""
+
+MAX_RECONNECT_DELAY = 60.0
+"""Nominal seconds at most between two attempts to start a server that fails to."""
 
 _CONNECTION_CLOSED = -32000
 _REQUEST_TIMEOUT = -32001
@@ -94,6 +96,10 @@ try:  # the extension surface of mcp 2.x; 1.x mounts tools without tasks
     }
 except ImportError:  # pragma: no cover - mcp 1.x
     _CLAIMS = {}
+
+
+_INPUT_REQUIRED: Any = getattr(types, "InputRequiredResult", ())
+"""The 2026-07-28 ``InputRequiredResult`` (mcp 2.x; 1.x never returns one)."""
 
 
 class Progress(dict[str, Any]):
@@ -374,8 +380,8 @@ class MCPServer:
             except Exception as exc:
                 self._failures += 1
                 self._down = _describe(exc)
-                self._retry_at = self._clock.monotonic() + self.reconnect.delay(
-                    self._failures, _NO_FAILURE)
+                self._retry_at = self._clock.monotonic() + min(
+                    self.reconnect.delay(self._failures, _NO_FAILURE), MAX_RECONNECT_DELAY)
                 logger.warning("MCP server %s could not start: %s (next try in %.1f s)",
                                self.name, self._down, self._retry_at - self._clock.monotonic())
                 raise ConnectionError(
@@ -520,7 +526,7 @@ class MCPServer:
                     await asyncio.wait({task}, timeout=2)
         if isinstance(result, _TaskHandle):
             result = await self._adopt_task(remote, arguments, result, job)
-        elif isinstance(result, types.InputRequiredResult):
+        elif isinstance(result, _INPUT_REQUIRED):
             result = self._adopt_input(remote, arguments, result, job)
         else:
             result = _output(result, self._label(remote))
@@ -641,7 +647,7 @@ class MCPServer:
     # -- input required: a `human` job whose answer calls the tool again ----------------
 
     def _adopt_input(self, remote: str, arguments: dict[str, Any],
-                     result: types.InputRequiredResult, job: Job | None) -> Any:
+                     result: Any, job: Job | None) -> Any:
         requests = {k: v.model_dump(by_alias=True, mode="json", exclude_none=True)
                     for k, v in (result.input_requests or {}).items()}
         question = "; ".join(
@@ -673,7 +679,7 @@ class MCPServer:
                                   input_responses=responses,
                                   request_state=state.get("request_state"))
         jobs = self._agent.jobs
-        if isinstance(result, types.InputRequiredResult):
+        if isinstance(result, _INPUT_REQUIRED):
             again = {**state, "request_state": result.request_state, "input_requests": {
                 k: v.model_dump(by_alias=True, mode="json", exclude_none=True)
                 for k, v in (result.input_requests or {}).items()}}

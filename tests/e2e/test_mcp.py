@@ -167,6 +167,20 @@ async def test_three_parallel_long_operations_keep_their_progress_apart() -> Non
             i for i, t in enumerate(order) if t == "tool.output.delta") - 1
 
 
+def test_the_example_prints_progress_as_it_comes() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples/mcp_agent.py"
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    progress = [line for line in lines if "progress" in line]
+    assert progress == [f"  ev__trigger-long-running-operation: progress {i}/4"
+                        for i in range(1, 5)]
+    assert lines.index(progress[-1]) < next(
+        i for i, line in enumerate(lines) if "Long running operation completed" in line)
+    assert "[success]" in lines
+
+
 # -- the SDK server over streamable HTTP ----------------------------------------------
 
 
@@ -366,14 +380,20 @@ async def test_a_stdio_child_that_exits_is_reconnected() -> None:
 # -- long work becomes a job ------------------------------------------------------------
 
 
-async def test_a_task_becomes_a_poll_job_whose_completion_starts_a_turn(
-        mcp_http: HTTPServer) -> None:
+def _job_agent(mcp_http: HTTPServer, call: Call) -> tuple[Agent, Session]:
+    """An agent making one call whose job's completion the session gets as a new turn."""
     agent = Agent(tools=[MCPServer.http(mcp_http.url, prefix="t")])
     session = agent.session()
     agent.jobs.attach(session)
     agent.model = ScriptedModel(scripts={
         "job update": [Step(text="Reported: {{input}}")],
-        "go": [Step(calls=[Call("t__export", {"table": "accounts"})]), Step(text="Asked.")]})
+        "go": [Step(calls=[call]), Step(text="Asked.")]})
+    return agent, session
+
+
+async def test_a_task_becomes_a_poll_job_whose_completion_starts_a_turn(
+        mcp_http: HTTPServer) -> None:
+    agent, session = _job_agent(mcp_http, Call("t__export", {"table": "accounts"}))
     try:
         events = [e.to_dict() async for e in agent.run("go", session=session)]
         pending = of_type(events, "job.pending")[0]
@@ -434,12 +454,7 @@ async def test_a_task_job_keeps_polling_after_a_kill_9_restart(
 
 async def test_input_required_becomes_a_human_job_answered_by_calling_again(
         mcp_http: HTTPServer) -> None:
-    agent = Agent(tools=[MCPServer.http(mcp_http.url, prefix="t")])
-    session = agent.session()
-    agent.jobs.attach(session)
-    agent.model = ScriptedModel(scripts={
-        "job update": [Step(text="Reported: {{input}}")],
-        "go": [Step(calls=[Call("t__ask", {})]), Step(text="Asked.")]})
+    agent, session = _job_agent(mcp_http, Call("t__ask", {}))
     try:
         events = [e.to_dict() async for e in agent.run("go", session=session)]
         pending = of_type(events, "job.pending")[0]
