@@ -174,7 +174,8 @@ class MCPServer:
             restarts it.
         tool_options: Per tool (by its server name), the same declarations (and
             ``side_effects``), overriding the server's.
-        connect_timeout: Seconds to start the server and finish the handshake.
+        connect_timeout: Real seconds (not scaled by the agent's clock) to start the
+            server and finish the handshake.
         reconnect: The delays between attempts to start a server that failed to.
 
     Example::
@@ -572,10 +573,12 @@ class MCPServer:
         state = {"resume": self.resume_key, "tool": remote, "arguments": arguments,
                  "task_id": str(extra.get("taskId")),
                  "poll_ms": extra.get("pollIntervalMs")}
-        if job is not None:  # already a job (mode="job"): poll it to its end right here
+        running = current_call.get(None)
+        if job is not None or running is None:
+            # Already a job (mode="job", or "auto" past its budget): poll it to its end here.
             return await self._poll_to_end(state, job)
         assert self._agent is not None
-        call, session, emit = current_call.get()
+        call, session, emit = running
         output = self._agent.jobs.adopt(call, session, emit, via="poll", state=state,
                                         message=extra.get("statusMessage"))
         handle_ = self._agent.jobs.handle(output["job_id"])
@@ -596,7 +599,7 @@ class MCPServer:
         else:
             jobs.complete(job.id, "succeeded", output=output)
 
-    async def _poll_to_end(self, state: dict[str, Any], job: Job) -> Any:
+    async def _poll_to_end(self, state: dict[str, Any], job: Job | None) -> Any:
         """``tasks/get`` at the server's ``pollIntervalMs`` until the task ends: its status
         message as the job's progress, its result (or failure) as the job's end."""
         task_id = state["task_id"]
@@ -604,7 +607,7 @@ class MCPServer:
         label = self._label(state["tool"])
         polls, said, failures = 0, None, 0
         while True:
-            if self._agent is not None:
+            if self._agent is not None and job is not None:
                 row = self._agent.jobs.store.job(job.id)
                 if row is not None and row["status"] not in ("pending", "running"):
                     return None  # ended elsewhere (expired, cancelled): stop polling
@@ -629,7 +632,7 @@ class MCPServer:
                 interval = (task.get("pollIntervalMs") or interval * 1000) / 1000
                 status = task.get("status")
                 message = task.get("statusMessage")
-                if message and message != said:
+                if message and message != said and job is not None:
                     said = message
                     await job.progress(polls, None, message)
                 if status == "completed":
@@ -653,13 +656,14 @@ class MCPServer:
         question = "; ".join(
             str(r.get("params", {}).get("message") or r.get("method")) for r in requests.values()
         ) or f"{self._label(remote)} needs input"
-        if job is not None:
+        running = current_call.get(None)
+        if job is not None or running is None:
             raise ToolError(f"{self._label(remote)} asked for input ({question}), which a "
                             "background job cannot give", code="tool_error")
         assert self._agent is not None
         state = {"resume": self.resume_key, "tool": remote, "arguments": arguments,
                  "input_requests": requests, "request_state": result.request_state}
-        call, session, emit = current_call.get()
+        call, session, emit = running
         output = self._agent.jobs.adopt(call, session, emit, via="human", state=state,
                                         message=question)
         return {**output, "input_requests": requests}

@@ -21,7 +21,7 @@ import pytest
 from playwright.async_api import Browser, expect
 from websockets.asyncio.client import connect
 
-from toolplex import Agent, Backoff, Clock, Session, Store
+from toolplex import Agent, Backoff, Session, Store, tool
 from toolplex.jobs import JobManager
 from toolplex.mcp import MCPServer
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, of_type
@@ -320,18 +320,21 @@ async def test_is_error_and_invalid_params_are_permanent(mcp_http: HTTPServer) -
 
 async def test_tools_are_listed_again_on_list_changed(mcp_http: HTTPServer) -> None:
     server = MCPServer.http(mcp_http.url, prefix="t")
-    agent = Agent(tools=[server])
-    agent.model = ScriptedModel([Step(calls=[Call("t__grow", {})]),
-                                 Step(calls=[Call("t__grown", {})]), Step(text="ok")])
-    events: list[dict[str, Any]] = []
+
+    @tool
+    async def until_listed_changed() -> bool:
+        """Beside `grow` in its step: the next step starts once the notification came (it
+        travels on its own stream, not with `grow`'s result)."""
+        await _until(lambda: server._stale, "tools/list_changed arrived")
+        return True
+
+    agent = Agent(tools=[server, until_listed_changed])
+    agent.model = ScriptedModel([
+        Step(calls=[Call("t__grow", {}), Call("until_listed_changed", {})]),
+        Step(calls=[Call("t__grown", {})]), Step(text="ok")])
     try:
         assert "t__grown" not in [t.name for t in await server.list_tools()]
-        async for event in agent.run("go"):
-            events.append(event.to_dict())
-            if event.type == "tool.result" and len(of_type(events, "tool.result")) == 1:
-                # The notification travels on its own stream: the next step lists again
-                # once it has come.
-                await _until(lambda: server._stale, "tools/list_changed arrived")
+        events = [e.to_dict() async for e in agent.run("go")]
     finally:
         await agent.aclose()
     check_protocol(events)
@@ -342,9 +345,9 @@ async def test_a_server_that_cannot_start_fails_its_calls_never_the_run(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     starts = tmp_path / "starts"
     script = f"open({str(starts)!r}, 'a').write('x\\n')"
-    broken = MCPServer.stdio(sys.executable, ["-c", script], prefix="bad",
+    broken = MCPServer.stdio(sys.executable, ["-c", script], prefix="bad", retries=0,
                              reconnect=Backoff(base=3600))
-    agent = Agent(tools=[broken, everything(prefix="ev")], clock=Clock(scale=0.001))
+    agent = Agent(tools=[broken, everything(prefix="ev")])
     caplog.set_level(logging.WARNING, "toolplex.mcp")
     try:
         first = await _run(agent, [Call("bad__anything", {}), Call("ev__echo", {"message": "a"})])
