@@ -14,10 +14,10 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -59,7 +59,7 @@ from .model import (
 )
 from .policy import Backoff, Clock
 from .session import Session, new_id
-from .tools import Tool, ToolProvider
+from .tools import Tool
 
 if TYPE_CHECKING:
     from .telemetry import RunTrace
@@ -67,6 +67,32 @@ if TYPE_CHECKING:
 logger = logging.getLogger("toolplex.runner")
 
 Trigger = Literal["user", "job", "resume"]
+
+
+@runtime_checkable
+class ToolProvider(Protocol):
+    """A source of tools listed lazily, such as an MCP server
+    (:class:`toolplex.mcp.MCPServer`); ``Agent(tools=[...])`` takes one beside ``@tool``s.
+
+    The agent asks for :meth:`list_tools` before each model step (a provider answers
+    from its cache until its tools change) and :meth:`lookup` for a name no listed tool
+    has; :meth:`aclose` runs at ``agent.aclose()``.
+    """
+
+    def bind(self, agent: Agent) -> None:
+        """Attach to the agent whose clock, jobs and executor the tools use."""
+
+    async def list_tools(self) -> Sequence[Tool]:
+        """The tools as of now. Never raises: a provider that is down logs and answers
+        what it last knew (or nothing)."""
+
+    def lookup(self, name: str) -> Tool | None:
+        """A tool for a name no listing has, e.g. one failing with why the provider is
+        down; None when the name is not this provider's."""
+
+    async def aclose(self) -> None:
+        """Release connections and processes."""
+
 
 
 @dataclass(frozen=True, slots=True)

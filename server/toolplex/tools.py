@@ -13,17 +13,14 @@ import json
 import math
 import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
+from typing import Any, Literal, overload
 
 import pydantic
 
 from .exceptions import InvalidArguments, UsageError
-
-if TYPE_CHECKING:
-    from .runner import Agent
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
@@ -116,31 +113,6 @@ class Tool:
             )
             raise InvalidArguments(self.name, problems) from None
         return {name: getattr(parsed, name) for name in type(parsed).model_fields}
-
-
-@runtime_checkable
-class ToolProvider(Protocol):
-    """A source of tools listed lazily, such as an MCP server
-    (:class:`toolplex.mcp.MCPServer`); ``Agent(tools=[...])`` takes one beside ``@tool``s.
-
-    The agent asks for :meth:`list_tools` before each model step (a provider answers
-    from its cache until its tools change) and :meth:`lookup` for a name no listed tool
-    has; :meth:`aclose` runs at ``agent.aclose()``.
-    """
-
-    def bind(self, agent: Agent) -> None:
-        """Attach to the agent whose clock, jobs and executor the tools use."""
-
-    async def list_tools(self) -> Sequence[Tool]:
-        """The tools as of now. Never raises: a provider that is down logs and answers
-        what it last knew (or nothing)."""
-
-    def lookup(self, name: str) -> Tool | None:
-        """A tool for a name no listing has, e.g. one failing with why the provider is
-        down; None when the name is not this provider's."""
-
-    async def aclose(self) -> None:
-        """Release connections and processes."""
 
 
 def parse_arguments(name: str, raw: str | dict[str, Any]) -> dict[str, Any]:
