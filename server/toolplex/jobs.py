@@ -31,6 +31,7 @@ from .events import (
     ToolOutputDelta,
     error_dict,
 )
+from .policy import classify
 from .session import Session, new_id
 from .store import Store
 from .tools import Tool, tool
