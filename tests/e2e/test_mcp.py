@@ -21,9 +21,10 @@ import pytest
 from playwright.async_api import Browser, expect
 from websockets.asyncio.client import connect
 
-from toolplex import Agent, Backoff, Session, Store, tool
+from toolplex import Agent, Backoff, Session, tool
 from toolplex.jobs import JobManager
 from toolplex.mcp import MCPServer
+from toolplex.store import Store
 from toolplex.testing import Call, ScriptedModel, Step, check_protocol, of_type
 
 from .test_browser import WAIT_MS, Demo, browser, chromium  # noqa: F401 - fixtures
