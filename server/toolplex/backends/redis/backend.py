@@ -37,7 +37,7 @@ from .keys import (
     entries,
     session_key,
 )
-from .lease import Leases
+from .lease import Leases, Orphan
 from .log import SharedLog, SharedLogs, entry_seq
 from .store import RedisStore
 
@@ -74,6 +74,8 @@ class RedisBackend:
         self._agent: Agent | None = None
         self._sessions: Callable[[str], Session | None] = lambda _: None
         self._runs: TaskGroup | None = None
+        self._sweeping: set[str] = set()
+        """Sessions whose orphaned run this process is ending."""
 
     @property
     def agent(self) -> Agent:
@@ -149,8 +151,13 @@ class RedisBackend:
                 ``store_unavailable``.
         """
         session = run.session
+        lease: str | Orphan | None = None
         try:
             lease = self.leases.take(session.id, run.id)
+            if isinstance(lease, Orphan):
+                self._sweep_soon(lease)
+                raise ProtocolError("run_active", "the session's last run stopped with its "
+                                    "process and is being ended; try again shortly")
             if lease is None:
                 owner = self.leases.owner(session.id)
                 active = owner["run"] if owner else "another run"
@@ -159,11 +166,19 @@ class RedisBackend:
             self.refresh(session)
         except UNREACHABLE:
             session.runs.pop(run.id, None)
+            self._give_back(session.id, lease)  # (a 503 must not hold the session a TTL)
             raise unavailable() from None
         except ProtocolError:
             session.runs.pop(run.id, None)
             raise
         self._launch(run, lease)
+
+    def _give_back(self, session_id: str, lease: str | Orphan | None) -> None:
+        if isinstance(lease, str):
+            try:
+                self.leases.give_back(session_id, lease)
+            except UNREACHABLE:
+                pass  # it expires
 
     def _launch(self, run: Run, lease: str) -> None:
         if self._runs is None:
@@ -204,18 +219,20 @@ class RedisBackend:
         except UNREACHABLE:
             return  # the completions stay undelivered; the next pump delivers them
         run = Run(self.agent, session, [], "job")
-        lease: str | None = None
+        lease: str | Orphan | None = None
         rows: list[dict[str, Any]] = []
         try:
             lease = self.leases.take(session.id, run.id)
-            rows = self.store.take_undelivered(session.id) if lease else []
-            if rows:
+            if isinstance(lease, str):
+                # History first: a refresh that fails leaves the completions undelivered.
                 self.refresh(session)
-            elif lease:
-                self.leases.give_back(session.id, lease)
+                rows = self.store.take_undelivered(session.id)
         except UNREACHABLE:
             rows = []  # the completions stay undelivered; the next pump delivers them
-        if not rows or lease is None:
+        if isinstance(lease, Orphan):
+            self._sweep_soon(lease)  # (its sweeper pumps once the dead run has ended)
+        if not rows or not isinstance(lease, str):
+            self._give_back(session.id, lease)
             session.runs.pop(run.id, None)
             return
         run.input = [completion_message(row) for row in rows]
@@ -245,9 +262,8 @@ class RedisBackend:
         while True:
             await anyio.sleep(self.lease_ttl / 2)
             try:
-                for session_id, lease in self.leases.taken().items():
-                    if self.leases.claim(session_id, lease):
-                        await self._end_lost(session_id, json.loads(lease))
+                for orphan in self.leases.orphans():
+                    await self._sweep_orphan(orphan)
                 # Completions nobody delivered (their process stopped before it could):
                 # any process with a free lease starts the turn.
                 for session_id in self.store.waiting():
@@ -258,6 +274,33 @@ class RedisBackend:
                         self.redis.srem(WAITING, session_id)
             except UNREACHABLE:
                 continue
+
+    def _sweep_soon(self, orphan: Orphan) -> None:
+        """End an orphan found while taking a lease now, not at the next sweep."""
+        if self._runs is not None and orphan.session_id not in self._sweeping:
+            self._runs.start_soon(self._sweep_orphan, orphan)
+
+    async def _sweep_orphan(self, orphan: Orphan) -> None:
+        """Claim an orphan (one process wins) and end its run under the sweeper's lease:
+        the session takes no other run before the dead one's terminal events are stored."""
+        if orphan.session_id in self._sweeping:
+            return
+        self._sweeping.add(orphan.session_id)
+        try:
+            sweep = self.leases.claim(orphan)
+            if sweep is None:
+                return
+            try:
+                await self._end_lost(orphan.session_id, orphan.value)
+            finally:
+                self._give_back(orphan.session_id, sweep)
+            session = self._sessions(orphan.session_id)
+            if session is not None:
+                self.pump(session)
+        except UNREACHABLE:
+            pass  # the next sweep tries again
+        finally:
+            self._sweeping.discard(orphan.session_id)
 
     async def _end_lost(self, session_id: str, lease: dict[str, Any]) -> None:
         """End a run whose owner died: one terminal event for it and each open call."""
@@ -285,7 +328,7 @@ class RedisBackend:
             elif event["type"] in TERMINAL_RUN_TYPES:
                 ended = True
         if started and not ended:  # (a lease taken for a run that never began: nothing)
-            message = f"the process running it ({lease['owner']}) stopped"
+            message = f"the process running it ({lease.get('lost', lease['owner'])}) stopped"
             log = session.log
             assert isinstance(log, SharedLog)
             # Unfenced: when the run was this process's own, its fence still names the
@@ -296,9 +339,9 @@ class RedisBackend:
             log.append(RunError(run_id=run_id, error=error_dict("owner_lost", message)),
                        fenced=False)
             await self.logs.flush(self.lease_ttl)
-            logger.warning("run %s ended: its owner %s was lost", run_id, lease["owner"],
+            logger.warning("run %s ended: its owner %s was lost", run_id,
+                           lease.get("lost", lease["owner"]),
                            extra={"session_id": session_id, "run_id": run_id})
-        self.pump(session)
 
     # -- commands -------------------------------------------------------------------
 

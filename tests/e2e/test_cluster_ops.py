@@ -1,0 +1,102 @@
+"""Scale-out under operations: kill -9 and fast retries, dropped pub/sub, a stalled Redis.
+
+Several real `uvicorn` processes on one real `redis-server`; the session's log is read
+through the real `websockets` client on a process other than the one that did the work,
+and checked with PROTOCOL.md's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import anyio
+import httpx
+from redis import Redis
+
+from toolplex.backends.redis.keys import RUNS, lease_key
+from toolplex.backends.redis.lease import Leases, Orphan
+from toolplex.events import TERMINAL_RUN_TYPES
+from toolplex.testing import RedisServer, check_protocol, of_type
+
+from . import test_cluster
+from .test_cluster import LEASE_TTL, Reader, _auth, _session, _start, _stored
+
+redis_server = test_cluster.redis_server
+cluster = test_cluster.cluster
+
+
+def _run_spans(events: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """(run_id, seq of run.started, seq of its terminal event) per run, in order."""
+    started = {e["run_id"]: e["seq"] for e in of_type(events, "run.started")}
+    ended = {e["run_id"]: e["seq"] for e in events if e["type"] in TERMINAL_RUN_TYPES}
+    return [(run, seq, ended[run]) for run, seq in started.items()]
+
+
+class TestAnOrphanedRun:
+    """A run whose process died must end before another run of its session starts."""
+
+    def test_taking_its_lease_yields_the_orphan_until_a_sweeper_has_ended_it(
+            self, redis_server: RedisServer) -> None:
+        client = Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            dead, alive = Leases(client, "p_dead", 30), Leases(client, "p_alive", 30)
+            lease = dead.take("s_1", "r_old")
+            assert isinstance(lease, str)
+            client.delete(lease_key("s_1"))  # its process died: the key expired
+            orphan = alive.take("s_1", "r_new")
+            assert isinstance(orphan, Orphan), "a new run must not take an orphan's session"
+            assert orphan.value["run"] == "r_old"
+            assert [o.session_id for o in alive.orphans()] == ["s_1"]
+            sweep = alive.claim(orphan)
+            assert sweep is not None and json.loads(sweep)["lost"] == "p_dead"
+            assert dead.claim(orphan) is None, "one process claims an orphan"
+            # While its sweeper writes the dead run's terminal events, the session is taken.
+            assert alive.take("s_1", "r_new") is None
+            assert alive.orphans() == []
+            alive.give_back("s_1", sweep)
+            assert client.hget(RUNS, "s_1") is None
+            assert isinstance(alive.take("s_1", "r_new"), str)
+        finally:
+            client.close()
+
+    async def test_a_start_retried_every_25_ms_after_a_kill_9_runs_after_the_dead_run_ends(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        async with Reader(b, sid, token) as reader, httpx.AsyncClient() as client:
+            dead = await _start(a, sid, token, "slow")
+            await reader.until(lambda e: e["type"] == "tool.output.delta")
+            os.kill(a.pid, signal.SIGKILL)
+            refused = 0
+            with anyio.fail_after(LEASE_TTL * 4 + 10):
+                while True:
+                    answer = await client.post(f"{b.http}/v1/sessions/{sid}/runs",
+                                               json={"input": "tick"}, headers=_auth(token))
+                    if answer.status_code == 202:
+                        break
+                    assert answer.status_code == 409, answer.text
+                    assert answer.json()["error"]["code"] == "run_active"
+                    refused += 1
+                    await anyio.sleep(0.025)
+            again = answer.json()["run_id"]
+            assert (await reader.until_run_ends(again))["outcome"] == "success"
+        assert refused > 0, "the retries began while the dead run's lease still held"
+        check_protocol(reader.events, first_seq=1)
+        spans = _run_spans(reader.events)
+        assert [run for run, _, _ in spans] == [dead, again]
+        assert spans[0][2] < spans[1][1], "the dead run ended before the next run started"
+        lost = [e for e in reader.events if e.get("run_id") == dead]
+        assert lost[-1]["type"] == "run.error" and lost[-1]["error"]["code"] == "owner_lost"
+        assert [e["error"]["code"] for e in of_type(lost, "tool.error")] == ["owner_lost"]
+        assert _stored(redis_server, sid) == reader.events
+
+
+def _wait_for(condition: Any, limit: float = 10) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
