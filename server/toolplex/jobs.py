@@ -442,10 +442,14 @@ class JobManager:
         self.store.mark_delivered([r["id"] for r in rows])
         self._bound[2](session, [completion_message(r) for r in rows])
 
-    def expire(self, now: float | None = None) -> list[str]:
-        """End open jobs past their TTL with status ``expired``."""
+    def expire(self, now: float | None = None,
+               open_jobs: list[dict[str, Any]] | None = None) -> list[str]:
+        """End open jobs past their TTL with status ``expired`` (of ``open_jobs`` when
+        given: the store's open jobs, read already)."""
         now = time.time() if now is None else now
-        gone = [r["id"] for r in self.store.jobs(open_only=True) if r["expires"] <= now]
+        if open_jobs is None:
+            open_jobs = self.store.jobs(open_only=True)
+        gone = [r["id"] for r in open_jobs if r["expires"] <= now]
         for job_id in gone:
             self.complete(job_id, "expired", error=error_dict(
                 "expired", "the job did not complete before its time-to-live"))
@@ -488,7 +492,10 @@ class JobManager:
         """Expire jobs past their TTL until cancelled."""
         while True:
             try:
-                self.expire()
+                # Read from a worker thread: a stalled store must not freeze the loop.
+                open_jobs = await anyio.to_thread.run_sync(
+                    functools.partial(self.store.jobs, open_only=True))
+                self.expire(open_jobs=open_jobs)
             except Exception as exc:  # a store that is briefly unreachable: try again later
                 logger.warning("job expiry skipped: %s", exc)
             await anyio.sleep(interval)

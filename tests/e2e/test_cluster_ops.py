@@ -100,3 +100,72 @@ def _wait_for(condition: Any, limit: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+class TestACancel:
+    """A cancel accepted (202) reaches the run, also while its owner re-subscribes."""
+
+    async def test_a_cancel_sent_while_the_owner_is_not_subscribed_still_cancels_its_run(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        admin = Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            async with Reader(b, sid, token) as reader, httpx.AsyncClient() as client:
+                run_id = await _start(a, sid, token, "slow")
+                await reader.until(lambda e: e["type"] == "tool.output.delta")
+                call_id = of_type(reader.events, "tool.call.start")[0]["call_id"]
+                # Every pub/sub connection dropped, as a Redis restart does: for a while
+                # nobody listens, and a PUBLISH reaches no one.
+                admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                cancel = await client.post(f"{b.http}/v1/sessions/{sid}/calls/{call_id}/cancel",
+                                           headers=_auth(token))
+                assert cancel.status_code == 202, cancel.text
+                await reader.until(lambda e: e["type"] == "tool.cancelled", limit=LEASE_TTL * 4)
+                assert (await reader.until_run_ends(run_id))["outcome"] == "success"
+                # The same for run.cancel.
+                second = await _start(a, sid, token, "slow")
+                await reader.until(
+                    lambda e: e["type"] == "tool.output.delta" and e["run_id"] == second)
+                admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                stop = await client.post(f"{b.http}/v1/sessions/{sid}/runs/{second}/cancel",
+                                         headers=_auth(token))
+                assert stop.status_code == 202, stop.text
+                end = await reader.until_run_ends(second, limit=LEASE_TTL * 4)
+        finally:
+            admin.close()
+        assert end["type"] == "run.finished" and end["outcome"] == "cancelled"
+        assert [(e["call_id"], e["reason"]) for e in of_type(reader.events, "tool.cancelled")
+                ] == [(call_id, "user"), (of_type(reader.events, "tool.call.start")[1]["call_id"],
+                                          "run_cancelled")]
+        check_protocol(reader.events, first_seq=1)
+
+
+class TestAStalledRedis:
+    """A stalled Redis may fail runs clearly; it never freezes a process's event loop."""
+
+    async def test_metrics_answer_at_once_on_every_process_while_redis_is_stopped(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        await _start(a, sid, token, "slow")  # a run whose lease A keeps renewing
+        assert redis_server.process is not None
+        slowest = 0.0
+        async with httpx.AsyncClient(timeout=5) as client:
+            os.kill(redis_server.process.pid, signal.SIGSTOP)
+            try:
+                stall_ends = time.monotonic() + 3
+                while time.monotonic() < stall_ends:
+                    for process in (a, b):
+                        began = time.monotonic()
+                        answer = await client.get(f"{process.http}/metrics")
+                        assert answer.status_code == 200
+                        slowest = max(slowest, time.monotonic() - began)
+                    await anyio.sleep(0.05)
+                # /healthz asks Redis, from a worker thread: it says so, in its timeout.
+                health = await client.get(f"{a.http}/healthz")
+                assert health.status_code == 503
+            finally:
+                os.kill(redis_server.process.pid, signal.SIGCONT)
+        # A Redis call blocking the loop waits for its socket timeout (1 s).
+        assert slowest < 0.75, f"/metrics took {slowest:.2f} s while Redis was stalled"

@@ -82,7 +82,7 @@ class Backend(Protocol):
             ProtocolError: ``unknown_call``, ``store_unavailable``.
         """
 
-    def healthy(self) -> bool:
+    async def healthy(self) -> bool:
         """The store answers."""
 
     async def serve(self, *, task_status: Any = ...) -> None:

@@ -88,7 +88,7 @@ class LocalBackend:
     def cancel_call(self, session: Session, call_id: str) -> None:
         raise ProtocolError("unknown_call", f"no running call {call_id!r} in this session")
 
-    def healthy(self) -> bool:
+    async def healthy(self) -> bool:
         return True
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:

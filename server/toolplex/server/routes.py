@@ -172,7 +172,7 @@ async def agent_info(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     """``GET /healthz``: liveness; 503 while the backend's store (Redis) is unreachable."""
     hub = _hub(request)
-    if not hub.backend.healthy():
+    if not await hub.backend.healthy():
         return JSONResponse({"status": "unhealthy", "redis": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "sessions": len(hub.store)})
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import redis
+import redis.asyncio
 from anyio.abc import TaskGroup
 
 from ...events import TERMINAL_CALL_TYPES, TERMINAL_RUN_TYPES, RunError, ToolFailed, error_dict
@@ -68,6 +69,8 @@ class RedisBackend:
         self.logs.on_unreachable.append(self._store_down)
         self.redis = self.store.redis
         self.leases = Leases(self.redis, self.process, lease_ttl)
+        self.aio = async_client(url)
+        """For the background work that must not block the event loop."""
         self.owned: dict[str, tuple[Run, str]] = {}
         """Runs this process executes, by session id, with their lease."""
         self._closing = False
@@ -128,6 +131,12 @@ class RedisBackend:
 
     def save(self, session: Session) -> None:
         """Store the session's token hash, history and breakers."""
+        owned = self.owned.get(session.id)
+        if owned is not None and owned[0].finished.is_set():
+            return  # its run's end: saved from a worker thread before the lease goes
+        self._save(session)
+
+    def _save(self, session: Session) -> None:
         breakers = {name: b.snapshot() for name, b in session.breakers.items()}
         try:
             self.store.save_session(session.id, session.token_hash, session.history,
@@ -195,6 +204,13 @@ class RedisBackend:
             await run.execute()
         finally:
             with anyio.CancelScope(shield=True):
+                # History before the lease goes: the next run, on any process, reads it.
+                # From a worker thread: a stalled Redis must not freeze the event loop.
+                try:
+                    await anyio.to_thread.run_sync(self._save, session)
+                except ProtocolError as exc:
+                    logger.error("session not saved: %s", exc.message,
+                                 extra={"session_id": session.id})
                 # The terminal event must be in Redis before the lease goes: the next run
                 # (on any process) starts from what this one stored.
                 await self.logs.flush(self.lease_ttl)
@@ -207,7 +223,7 @@ class RedisBackend:
                     self.leases.give_back(session.id, lease)
                 except UNREACHABLE:
                     pass  # it expires; the sweeper finds the run ended
-        self.pump(session)
+        await self._pump(session)
 
     def pump(self, session: Session) -> None:
         """Start the session's job turn now if completions wait for it and its run lease
@@ -238,6 +254,17 @@ class RedisBackend:
         run.input = [completion_message(row) for row in rows]
         self._launch(run, lease)
 
+    async def _pump(self, session: Session) -> None:
+        """:meth:`pump`, asking Redis whether completions wait from a worker thread."""
+        if self._closing or session.runs:
+            return
+        try:
+            waiting = await anyio.to_thread.run_sync(self.store.has_undelivered, session.id)
+        except UNREACHABLE:
+            return  # the completions stay undelivered; the next pump delivers them
+        if waiting:
+            self.pump(session)
+
     def _store_down(self) -> None:
         """Redis stopped answering: fail this process's runs clearly rather than let
         them go on writing into an outbox nobody reads."""
@@ -246,30 +273,36 @@ class RedisBackend:
                                 "the session store (Redis) became unreachable; the run stopped"))
 
     async def _keep_leases(self) -> None:
+        # Off the event loop (a worker thread): a stalled Redis must not freeze the
+        # process's streams and its other routes while a renewal waits for its timeout.
         while True:
             await anyio.sleep(self.lease_ttl / 3)
             for session_id, (run, lease) in list(self.owned.items()):
                 try:
-                    kept = self.leases.renew(session_id, lease)
+                    kept = await anyio.to_thread.run_sync(self.leases.renew, session_id, lease)
                 except UNREACHABLE:
                     break  # the writer declares an outage; the lease outlasts a blip
                 if not kept:
                     logger.error("run lost its lease", extra={"session_id": session_id,
                                                               "run_id": run.id})
                     run.fail(error_dict("owner_lost", "this process lost the run's lease"))
+            try:
+                await self._stored_commands(self.aio)
+            except UNREACHABLE:
+                pass
 
     async def _sweep(self) -> None:
         while True:
             await anyio.sleep(self.lease_ttl / 2)
             try:
-                for orphan in self.leases.orphans():
+                for orphan in await anyio.to_thread.run_sync(self.leases.orphans):
                     await self._sweep_orphan(orphan)
                 # Completions nobody delivered (their process stopped before it could):
                 # any process with a free lease starts the turn.
-                for session_id in self.store.waiting():
+                for session_id in await anyio.to_thread.run_sync(self.store.waiting):
                     session = self._sessions(session_id)
                     if session is not None:
-                        self.pump(session)
+                        await self._pump(session)
                     else:  # the session expired: nobody left to tell
                         self.redis.srem(WAITING, session_id)
             except UNREACHABLE:
@@ -296,7 +329,7 @@ class RedisBackend:
                 self._give_back(orphan.session_id, sweep)
             session = self._sessions(orphan.session_id)
             if session is not None:
-                self.pump(session)
+                await self._pump(session)
         except UNREACHABLE:
             pass  # the next sweep tries again
         finally:
@@ -308,8 +341,9 @@ class RedisBackend:
         if session is None:
             return
         run_id = lease["run"]
-        stored = entries(self.redis.xrange(session_key(session_id, "log"),
-                                           min=f"{lease['start'] + 1}-0"))
+        stored = entries(await anyio.to_thread.run_sync(
+            lambda: self.redis.xrange(session_key(session_id, "log"),
+                                      min=f"{lease['start'] + 1}-0")))
         open_calls: dict[str, None] = {}
         first = entry_seq(stored[0][0]) if stored else None
         # When the start fell out of the retained stream, it did start (long ago).
@@ -355,8 +389,7 @@ class RedisBackend:
             owner = self.leases.owner(session.id)
             if owner is None or owner["run"] != run_id:
                 raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
-            self.redis.publish(COMMANDS, json.dumps(
-                {"session_id": session.id, "type": "run.cancel", "run_id": run_id}))
+            self._send(session.id, {"type": "run.cancel", "run_id": run_id})
         except UNREACHABLE:
             raise unavailable() from None
 
@@ -371,15 +404,30 @@ class RedisBackend:
             if owner is None or owner["owner"] == self.process:
                 raise ProtocolError("unknown_call",
                                     f"no running call {call_id!r} in this session")
-            self.redis.publish(COMMANDS, json.dumps(
-                {"session_id": session.id, "type": "tool.cancel", "call_id": call_id}))
+            self._send(session.id, {"type": "tool.cancel", "call_id": call_id})
         except UNREACHABLE:
             raise unavailable() from None
 
-    def _on_command(self, command: dict[str, Any]) -> None:
-        entry = self.owned.get(command.get("session_id", ""))
+    def _send(self, session_id: str, command: dict[str, Any]) -> None:
+        """Store a command for the session's run, then tell its owner.
+
+        A published message reaches only the processes subscribed at that moment (an
+        owner re-subscribing after a Redis restart misses it): the stored copy is what
+        the owner acts on, read again each time it (re)subscribes and renews its leases.
+        """
+        key = session_key(session_id, "commands")
+        payload = json.dumps(command, sort_keys=True)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, payload, "1")
+        pipe.expire(key, max(60, int(self.lease_ttl * 6)))
+        pipe.publish(COMMANDS, json.dumps({"session_id": session_id, **command}))
+        pipe.execute()
+
+    def _on_command(self, session_id: str, command: dict[str, Any]) -> bool:
+        """Carry out a command if this process owns the session's run; True when done."""
+        entry = self.owned.get(session_id)
         if entry is None:
-            return
+            return False
         run = entry[0]
         if command["type"] == "run.cancel" and command.get("run_id") == run.id:
             run.cancel()
@@ -387,6 +435,22 @@ class RedisBackend:
             call = run.session.calls.get(command.get("call_id", ""))
             if call is not None:
                 call.cancel("user")
+        return True
+
+    async def _stored_commands(self, client: redis.asyncio.Redis) -> None:
+        """Carry out the commands stored for the runs this process owns."""
+        owned = list(self.owned)
+        if not owned:
+            return
+        pipe = client.pipeline(transaction=False)
+        for session_id in owned:
+            pipe.hkeys(session_key(session_id, "commands"))
+        done = client.pipeline(transaction=False)
+        for session_id, stored in zip(owned, await pipe.execute(), strict=True):
+            for payload in stored:
+                if self._on_command(session_id, json.loads(payload)):
+                    done.hdel(session_key(session_id, "commands"), payload)
+        await done.execute()
 
     async def _listen(self) -> None:
         client = async_client(self.url, timeout=None)
@@ -395,9 +459,15 @@ class RedisBackend:
                 try:
                     async with client.pubsub() as pubsub:
                         await pubsub.subscribe(COMMANDS)
+                        # What was sent while nobody listened (a Redis restart): stored.
+                        await self._stored_commands(self.aio)
                         async for message in pubsub.listen():
                             if message["type"] == "message":
-                                self._on_command(json.loads(message["data"]))
+                                command = json.loads(message["data"])
+                                session_id = command.pop("session_id", "")
+                                if self._on_command(session_id, command):
+                                    await self.aio.hdel(session_key(session_id, "commands"),
+                                                        json.dumps(command, sort_keys=True))
                 except UNREACHABLE:
                     await anyio.sleep(0.5)
         finally:
@@ -406,20 +476,25 @@ class RedisBackend:
 
     # -- life -----------------------------------------------------------------------
 
-    def healthy(self) -> bool:
-        """Redis answers and the last write went through."""
-        return self.logs.ping()
+    async def healthy(self) -> bool:
+        """Redis answers and the last write went through (asked from a worker thread: a
+        stalled Redis must not freeze the loop)."""
+        return await anyio.to_thread.run_sync(self.logs.ping)
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """The runs, writer, tailer, lease keeper, sweeper and command listener, until
         cancelled."""
-        async with anyio.create_task_group() as tg:
-            self._runs = tg
-            tg.start_soon(self.logs.serve)
-            tg.start_soon(self._keep_leases)
-            tg.start_soon(self._sweep)
-            tg.start_soon(self._listen)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._runs = tg
+                tg.start_soon(self.logs.serve)
+                tg.start_soon(self._keep_leases)
+                tg.start_soon(self._sweep)
+                tg.start_soon(self._listen)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aio.aclose()
 
     def closing(self) -> None:
         self._closing = True

@@ -8,6 +8,7 @@ Keys (all under ``tp:``):
 ``tp:s:{id}:seq``          the session's last seq
 ``tp:s:{id}:producers``    hash: process -> last outbox number written
 ``tp:s:{id}:run``          the run lease (see :mod:`.lease`)
+``tp:s:{id}:commands``     hash: commands (JSON) for the session's run, until its owner acts
 ``tp:s:{id}:jobs``         set: the session's job ids
 ``tp:j:{id}``              hash: a job row
 ``tp:jobs:open``           set: job ids still pending or running
