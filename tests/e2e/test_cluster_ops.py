@@ -20,6 +20,7 @@ from redis import Redis
 from toolplex.backends.redis.keys import RUNS, lease_key
 from toolplex.backends.redis.lease import Leases, Orphan
 from toolplex.events import TERMINAL_RUN_TYPES
+from toolplex.session import hash_token
 from toolplex.testing import RedisServer, check_protocol, of_type
 
 from . import test_cluster
@@ -169,3 +170,38 @@ class TestAStalledRedis:
                 os.kill(redis_server.process.pid, signal.SIGCONT)
         # A Redis call blocking the loop waits for its socket timeout (1 s).
         assert slowest < 0.75, f"/metrics took {slowest:.2f} s while Redis was stalled"
+
+
+class TestAToken:
+    """A session's token is checked against Redis on every process, every time."""
+
+    async def test_a_token_changed_in_redis_holds_at_once_on_every_process(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        admin = Redis.from_url(redis_server.url, decode_responses=True)
+
+        async def start(process: Any, token: str) -> int:
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(f"{process.http}/v1/sessions/{sid}/runs",
+                                           json={"input": "nothing to do"},
+                                           headers=_auth(token))
+            if answer.status_code == 202:  # (wait for it to end: one run at a time)
+                async with Reader(process, sid, token) as reader:
+                    await reader.until_run_ends(answer.json()["run_id"])
+            return answer.status_code
+
+        try:
+            assert [await start(a, token), await start(b, token)] == [202, 202]
+            new = "rotated-token"
+            admin.hset(f"tp:s:{sid}", "token_hash", hash_token(new))
+            assert [await start(a, token), await start(b, token)] == [401, 401], (
+                "the old token must be refused on every process")
+            assert [await start(a, new), await start(b, new)] == [202, 202]
+            # Saves by either process (each run's end) keep the rotated hash.
+            assert admin.hget(f"tp:s:{sid}", "token_hash") == hash_token(new)
+            admin.hset(f"tp:s:{sid}", "token_hash", "revoked")
+            assert [await start(a, new), await start(b, new)] == [401, 401], (
+                "a revoked session is refused on every process")
+        finally:
+            admin.close()

@@ -50,6 +50,14 @@ class Backend(Protocol):
     def load(self, session_id: str, retain: int) -> Session | None:
         """A stored session this process does not hold (None when there is none)."""
 
+    def token_hash(self, session: Session) -> str | None:
+        """The session's token hash as stored now (None: the session was revoked); read
+        on every check, so that a token changed on one process holds on all.
+
+        Raises:
+            ProtocolError: ``store_unavailable``.
+        """
+
     def save(self, session: Session) -> None:
         """Persist a session's history and state (it survives a restart)."""
 

@@ -67,6 +67,9 @@ class LocalBackend:
         self.jobs.save_session(session.id, session.token_hash, session.history,
                                session.log.head_seq)
 
+    def token_hash(self, session: Session) -> str | None:
+        return session.token_hash  # (one process: what it holds is the truth)
+
     def forget(self, session_id: str) -> None:
         # One process: a session leaves memory only when it expired; it is gone for good.
         self.jobs.delete_session(session_id)

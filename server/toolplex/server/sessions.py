@@ -50,9 +50,13 @@ class SessionStore:
     def authorize(self, session_id: str, token: str | None) -> Session | None:
         """The session if ``token`` is its token, else None."""
         session = self.get(session_id)
-        expected = session.token_hash if session else "0" * 64
+        current = self.backend.token_hash(session) if session is not None else None
+        expected = current or "0" * 64
         ok = hmac.compare_digest(hash_token(token or "").encode(), expected.encode())
-        return session if ok and session is not None else None
+        if not ok or session is None or current is None:
+            return None
+        session.token_hash = current  # (what this process saves next is the current one)
+        return session
 
     def restore(self) -> list[Session]:
         """Sessions stored before a restart: history kept, log going on from its head."""

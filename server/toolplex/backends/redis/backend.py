@@ -112,6 +112,14 @@ class RedisBackend:
         session.log = self.logs.log_for(session_id, session.retain)
         return session
 
+    def token_hash(self, session: Session) -> str | None:
+        """Read through: another process may have changed or revoked the token."""
+        try:
+            found: str | None = self.redis.hget(session_key(session.id), "token_hash")
+        except UNREACHABLE:
+            raise unavailable() from None
+        return found
+
     def forget(self, session_id: str) -> None:
         self.logs.forget(session_id)
 

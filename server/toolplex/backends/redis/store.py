@@ -72,13 +72,14 @@ class RedisStore:
 
     def save_session(self, session_id: str, token_hash: str, history: list[dict[str, Any]],
                      head_seq: int, breakers: dict[str, Any] | None = None) -> None:
-        """Write a session's token hash, history and breakers."""
+        """Write a session's history and breakers, and its token hash unless one is stored
+        (a token changed in Redis stays changed whoever saves the session next)."""
         key = session_key(session_id)
-        fields: dict[Any, Any] = {"token_hash": token_hash,
-                                  "history": json.dumps(history, default=str)}
+        fields: dict[Any, Any] = {"history": json.dumps(history, default=str)}
         if breakers is not None:
             fields["breakers"] = json.dumps(breakers)
         pipe = self.redis.pipeline()
+        pipe.hsetnx(key, "token_hash", token_hash)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.session_ttl)
         pipe.execute()
