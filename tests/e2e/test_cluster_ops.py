@@ -205,3 +205,4 @@ class TestAToken:
                 "a revoked session is refused on every process")
         finally:
             admin.close()
+
