@@ -20,11 +20,12 @@ from redis import Redis
 from toolplex.backends.redis.keys import RUNS, lease_key
 from toolplex.backends.redis.lease import Leases, Orphan
 from toolplex.events import TERMINAL_RUN_TYPES
+from toolplex.server.webhooks import callback_token, sign
 from toolplex.session import hash_token
 from toolplex.testing import RedisServer, check_protocol, of_type
 
 from . import test_cluster
-from .test_cluster import LEASE_TTL, Reader, _auth, _session, _start, _stored
+from .test_cluster import LEASE_TTL, SECRET, Reader, _auth, _session, _start, _stored
 
 redis_server = test_cluster.redis_server
 cluster = test_cluster.cluster
@@ -206,3 +207,40 @@ class TestAToken:
         finally:
             admin.close()
 
+
+class TestWebhooks:
+    """Concurrent deliveries to several processes: the one that completes the job says so."""
+
+    async def test_of_five_concurrent_deliveries_one_is_ok_the_others_job_finished(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        async with Reader(a, sid, token) as reader:
+            run_id = await _start(a, sid, token, "export")
+            await reader.until_run_ends(run_id)
+            job_id = of_type(reader.events, "job.pending")[0]["job_id"]
+            url = f"/v1/webhooks/{job_id}?token={callback_token(SECRET, job_id)}"
+            answers: list[httpx.Response] = []
+
+            async def deliver(process: Any, n: int) -> None:
+                body = json.dumps({"rows": n}).encode()
+                stamp = int(time.time())
+                headers = {"webhook-id": f"msg_{n}", "webhook-timestamp": str(stamp),
+                           "webhook-signature": sign(SECRET, f"msg_{n}", stamp, body),
+                           "content-type": "application/json"}
+                async with httpx.AsyncClient() as client:
+                    answers.append(await client.post(process.http + url, content=body,
+                                                     headers=headers))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(5):
+                    tg.start_soon(deliver, (a, b)[n % 2], n)
+            await reader.until(lambda e: e["type"] == "run.started" and e["trigger"] == "job")
+            await reader.until_run_ends(reader.events[-1]["run_id"])
+        ok = [r for r in answers if r.status_code == 200]
+        assert [r.json() for r in ok] == [{"ok": True}], "exactly one delivery completed it"
+        refused = [r.json()["error"]["code"] for r in answers if r.status_code != 200]
+        assert refused == ["job_finished"] * 4
+        completed = of_type(reader.events, "job.completed")
+        assert len(completed) == 1
+        check_protocol(reader.events, first_seq=1)
