@@ -115,7 +115,7 @@ class RedisBackend:
     def token_hash(self, session: Session) -> str | None:
         """Read through: another process may have changed or revoked the token."""
         try:
-            found: str | None = self.redis.hget(session_key(session.id), "token_hash")
+            found: str | None = decoded(self.redis.hget(session_key(session.id), "token_hash"))
         except UNREACHABLE:
             raise unavailable() from None
         return found
