@@ -52,11 +52,8 @@ class Backend(Protocol):
 
     def token_hash(self, session: Session) -> str | None:
         """The session's token hash as stored now (None: the session was revoked); read
-        on every check, so that a token changed on one process holds on all.
-
-        Raises:
-            ProtocolError: ``store_unavailable``.
-        """
+        on every check, so that a token changed on one process holds on all (while the
+        store is down, one of :attr:`unreachable` is raised)."""
 
     def save(self, session: Session) -> None:
         """Persist a session's history and state (it survives a restart)."""
