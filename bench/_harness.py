@@ -148,6 +148,8 @@ async def measure(name: str, sizes: Sizes, runs: int,
             out[key] = Figure.of(values)
         except Cannot as exc:
             out[key] = exc
+    if (aclose := getattr(p, "aclose", None)) is not None:
+        await aclose()
     return out
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -63,3 +64,25 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def scripted_app() -> Any:
+    """The app factory of ``python -m bench --http``'s endpoint: one ScriptedModel serving
+    every workload script at every size, each picked by its key (the run's user message),
+    at ``/scripted/v1/chat/completions`` as the toolplex server mounts its own."""
+    from toolplex.testing import ScriptedModel
+
+    from .peers.toolplex import scripted_steps
+    from .workloads import Sizes, script_key, scripts
+
+    served = {script_key(s): scripted_steps(s)
+              for sizes in (Sizes(), Sizes.quick(), Sizes.tiny()) for s in scripts(sizes)}
+    return ScriptedModel(scripts=served, keep_requests=1).asgi_app()
+
+
+@contextmanager
+def scripted_endpoint() -> Iterator[str]:
+    """The scripted model on a real uvicorn until the block ends: its OpenAI base URL."""
+    port = free_port()
+    with process(uvicorn_argv("bench._serve:scripted_app", port), port, ready=""):
+        yield f"http://127.0.0.1:{port}/scripted/v1"

@@ -10,7 +10,15 @@ client path, so the model's cost (HTTP framing, JSON, chunk parsing) is in both:
   awaiting the tool function, appending the assistant and tool messages: what a
   hand-written agent loop does, nothing more.
 
-    python -m bench.overhead [--steps 500] [--fanout 50] [--runs 3]
+And against the floor: toolplex on an in-memory ``Model`` (ModelChunks straight into
+the runner, no client, no wire) against a raw anyio loop reading the same model's
+chunks, gathering the calls, running them in a task group and appending the
+messages, in the same process:
+
+- one zero-latency call per run (two model responses): microseconds per run;
+- one step of ``--fanout`` zero-latency calls: microseconds per call.
+
+    python -m bench.overhead [--steps 500] [--fanout 50] [--runs 3] [--memory-runs 500]
 """
 
 from __future__ import annotations
@@ -22,10 +30,15 @@ import statistics
 import time
 from typing import Any
 
+import anyio
 from openai import AsyncStream
 
 from toolplex import Agent, Limits, tool
+from toolplex.model import CallArgs, CallBegin
 from toolplex.testing import Call, ScriptedModel, Step
+
+from .peers.toolplex import MemoryModel, prepare
+from .workloads import Recorder, Script, ScriptCall
 
 
 async def noop(key: str) -> str:
@@ -89,6 +102,73 @@ async def raw_loop(steps: int, fanout: int = 1) -> float:
                        for c, r in zip(ordered, results, strict=True))
 
 
+def _memory_script(width: int) -> Script:
+    return [[ScriptCall("noop", {"key": str(i)}) for i in range(width)]]
+
+
+async def memory_raw(width: int, runs: int) -> float:
+    """Seconds per run of the floor: a bare anyio loop over the in-memory script."""
+    model = MemoryModel(_memory_script(width))
+    specs = [NOOP.spec()]
+
+    async def call(results: list[str], n: int, arguments: str) -> None:
+        results[n] = await noop(**json.loads(arguments))
+
+    async def once() -> None:
+        history: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+        while True:
+            calls: dict[int, list[str]] = {}
+            async for chunk in model.stream(history, specs):
+                if isinstance(chunk, CallBegin):
+                    calls[chunk.index] = [chunk.id, chunk.name, ""]
+                elif isinstance(chunk, CallArgs):
+                    calls[chunk.index][2] += chunk.fragment
+            if not calls:
+                return
+            ordered = [calls[i] for i in sorted(calls)]
+            history.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c[0], "type": "function", "function": {"name": c[1], "arguments": c[2]}}
+                for c in ordered]})
+            results: list[str] = [""] * len(ordered)
+            async with anyio.create_task_group() as group:
+                for n, c in enumerate(ordered):
+                    group.start_soon(call, results, n, c[2])
+            history.extend({"role": "tool", "tool_call_id": c[0], "content": r}
+                           for c, r in zip(ordered, results, strict=True))
+
+    await once()
+    start = time.perf_counter()
+    for _ in range(runs):
+        await once()
+    return (time.perf_counter() - start) / runs
+
+
+async def memory_toolplex(width: int, runs: int) -> float:
+    """Seconds per run of toolplex's ``Agent.run`` on the in-memory model, every event drained."""
+    run_once = prepare(_memory_script(width), Recorder().bodies({"noop": 0.0}), 3)
+    await run_once()
+    start = time.perf_counter()
+    for _ in range(runs):
+        await run_once()
+    return (time.perf_counter() - start) / runs
+
+
+async def floor(fanout: int = 50, runs: int = 3, memory_runs: int = 500) -> dict[str, float]:
+    """Toolplex on the in-memory model against the raw anyio loop: median microseconds per
+    run (one call) and per call (``fanout`` calls in one step), interleaved run by run."""
+    out: dict[str, float] = {}
+    for label, width, n in (("run1", 1, memory_runs), ("fan", fanout, max(memory_runs // 10, 1))):
+        ours, raw = [], []
+        for _ in range(runs):
+            ours.append(await memory_toolplex(width, n))
+            raw.append(await memory_raw(width, n))
+        per = 1e6 / (1 if label == "run1" else width)
+        out[f"{label}_toolplex_us"] = statistics.median(ours) * per
+        out[f"{label}_raw_us"] = statistics.median(raw) * per
+        out[f"{label}_ratio"] = statistics.median(ours) / statistics.median(raw)
+    return out
+
+
 async def run(steps: int = 500, fanout: int = 50, runs: int = 3) -> dict[str, float]:
     """Median microseconds per call for toolplex and raw, over steps and fanned out."""
     out: dict[str, float] = {}
@@ -110,8 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--fanout", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--memory-runs", type=int, default=500,
+                        help="one-call runs per sample on the in-memory model (a tenth fanned out)")
     options = parser.parse_args(argv)
     r = asyncio.run(run(options.steps, options.fanout, options.runs))
+    f = asyncio.run(floor(options.fanout, options.runs, options.memory_runs))
     print(f"per tool call, median of {options.runs} runs (model cost included on both sides)")
     print(f"  {'':36}{'toolplex':>10}{'raw loop':>10}{'ratio':>8}")
     for label, what in (("steps", f"{options.steps} steps x 1 zero-latency call"),
@@ -119,6 +202,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {what:36}{r[label + '_toolplex_us']:>8,.0f}us{r[label + '_raw_us']:>8,.0f}us"
               f"{r[label + '_ratio']:>8.2f}")
     print("  goal: ratio <= 2")
+    print(f"in memory (toolplex's Model protocol) against a raw anyio loop, median of "
+          f"{options.runs}")
+    print(f"  {'':36}{'toolplex':>10}{'raw loop':>10}{'ratio':>8}")
+    for label, what, goal in (("run1", "1 zero-latency call: us per run", 4),
+                              ("fan", f"1 step x {options.fanout} calls: us per call", 2)):
+        print(f"  {what:36}{f[label + '_toolplex_us']:>8,.1f}us{f[label + '_raw_us']:>8,.1f}us"
+              f"{f[label + '_ratio']:>8.2f}  (goal <= {goal})")
 
 
 if __name__ == "__main__":

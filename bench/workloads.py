@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
+import os
 import statistics
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
@@ -147,6 +150,35 @@ class Sizes:
 
     def w7_script(self) -> Script:
         return [[ScriptCall("flaky", {"key": "q"})]]
+
+
+ENDPOINT_ENV = "BENCH_ENDPOINT"
+"""When set (an OpenAI-compatible base URL), every framework reaches the scripted model
+there through its own OpenAI client instead of an in-memory model (``python -m bench
+--http``)."""
+
+
+def endpoint() -> str | None:
+    """The OpenAI-compatible base URL the frameworks talk to, or None: in-memory models."""
+    return os.environ.get(ENDPOINT_ENV) or None
+
+
+def script_key(script: Script) -> str:
+    """A name for ``script`` that the endpoint's scripted model picks it by."""
+    shape = [[[c.name, dict(c.args), c.after] for c in step] for step in script]
+    digest = hashlib.sha1(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+    return f"[script {digest}]"
+
+
+def prompt(script: Script) -> str:
+    """The user message of a run: ``go`` in memory; through the endpoint, the script's key."""
+    return script_key(script) if endpoint() else "go"
+
+
+def scripts(sizes: Sizes) -> list[Script]:
+    """Every script the workloads replay at ``sizes`` (the endpoint serves them all)."""
+    return [sizes.w1_script(), sizes.w2_script(), sizes.w3_script(), sizes.w4_steps_script(),
+            sizes.w4_fanout_script(), sizes.w5_script(), sizes.w6_script(), sizes.w7_script()]
 
 
 def step_of(script: Script, model_turns: int) -> Sequence[ScriptCall]:

@@ -68,3 +68,11 @@ async def test_chain_runs_the_two_response_and_the_one_response_forms() -> None:
     figures = await chain.run(runs=1, latency=0.001, tool_s=0.001)
     assert set(figures) == {"two_responses", "one_response"}
     assert all(0 < seconds < 10 for seconds in figures.values())
+
+
+async def test_overhead_measures_the_floor_on_the_in_memory_model() -> None:
+    figures = await overhead.floor(fanout=3, runs=1, memory_runs=2)
+    for label in ("run1", "fan"):
+        ours, raw = figures[f"{label}_toolplex_us"], figures[f"{label}_raw_us"]
+        assert 0 < ours < 1e6 and 0 < raw < 1e6
+        assert math.isclose(figures[f"{label}_ratio"], ours / raw)

@@ -67,3 +67,19 @@ def test_flaky_check_rejects_retries_without_backoff() -> None:
             pass
     with pytest.raises(Cannot, match="no backoff"):
         flaky.check(0.01)
+
+
+def test_every_workload_runs_through_the_openai_endpoint_on_uvicorn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table (b): toolplex's OpenAIModel against the scripted model served by uvicorn."""
+    import asyncio
+
+    from bench._serve import scripted_endpoint
+    from bench.workloads import ENDPOINT_ENV
+
+    with scripted_endpoint() as url:
+        monkeypatch.setenv(ENDPOINT_ENV, url)
+        through = asyncio.run(_harness.measure("toolplex", Sizes.tiny(), runs=1))
+    for key in WORKLOADS:
+        assert isinstance(through[key], Figure), f"{key}: {through[key]!r}"
+    assert through["w3"].median >= 0.9  # type: ignore[union-attr]

@@ -1,5 +1,6 @@
 """LangGraph: a StateGraph of a model node and the prebuilt ToolNode (the documented agent
-loop), the model a langchain-core ``BaseChatModel`` subclass replaying the script."""
+loop), the model a langchain-core ``BaseChatModel`` subclass replaying the script, or
+``langchain_openai.ChatOpenAI`` (streaming) at the endpoint."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from ..workloads import (
     Script,
     Sizes,
     Upstream503,
+    endpoint,
+    prompt,
     seconds_to_first,
     step_of,
     w5_cannot,
@@ -45,7 +48,8 @@ NOTES: dict[str, str] = {
 
 
 def versions() -> str:
-    return f"langgraph {version('langgraph')}, langchain-core {version('langchain-core')}"
+    text = f"langgraph {version('langgraph')}, langchain-core {version('langchain-core')}"
+    return text + (f", langchain-openai {version('langchain-openai')}" if endpoint() else "")
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -95,7 +99,14 @@ class ScriptedChatModel(BaseChatModel):
 
 
 def _graph(script: Script, tools: list[StructuredTool], retry: RetryPolicy | None = None) -> Any:
-    model = ScriptedChatModel(script=script).bind_tools(tools)
+    url = endpoint()
+    if url is None:
+        model = ScriptedChatModel(script=script).bind_tools(tools)
+    else:
+        from langchain_openai import ChatOpenAI
+
+        model = ChatOpenAI(model="scripted", base_url=url, api_key="bench",  # type: ignore[arg-type]
+                           streaming=True).bind_tools(tools)
 
     async def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [await model.ainvoke(state["messages"])]}
@@ -121,9 +132,10 @@ def _config(max_steps: int) -> dict[str, Any]:
 def prepare(script: Script, bodies: dict[str, Body],
             max_steps: int) -> Callable[[], Awaitable[None]]:
     graph = _graph(script, [_tool(n, b) for n, b in bodies.items()])
+    text = prompt(script)
 
     async def run() -> None:
-        await graph.ainvoke({"messages": [HumanMessage("go")]}, _config(max_steps))
+        await graph.ainvoke({"messages": [HumanMessage(text)]}, _config(max_steps))
 
     return run
 
@@ -145,7 +157,7 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
 
     async def measure() -> float:
         start = time.perf_counter()
-        events = graph.astream({"messages": [HumanMessage("go")]}, _config(3),
+        events = graph.astream({"messages": [HumanMessage(prompt(s.w6_script()))]}, _config(3),
                                stream_mode="custom")
         return await seconds_to_first(events, lambda _: True, start) / s.w6_gap
 
@@ -166,7 +178,7 @@ def w7(s: Sizes) -> Callable[[], Awaitable[float]]:
     async def measure() -> float:
         flaky.attempts.clear()
         start = time.perf_counter()
-        await graph.ainvoke({"messages": [HumanMessage("go")]}, _config(3))
+        await graph.ainvoke({"messages": [HumanMessage(prompt(s.w7_script()))]}, _config(3))
         wall = (time.perf_counter() - start) * 1000
         flaky.check(s.w7_backoff)
         return wall

@@ -1,5 +1,6 @@
 """The OpenAI Agents SDK: an ``Agent`` run by ``Runner``, the model a custom
-``agents.models.interface.Model`` replaying the script as Responses API items."""
+``agents.models.interface.Model`` replaying the script as Responses API items, or its
+``OpenAIChatCompletionsModel`` at the endpoint (streamed: ``Runner.run_streamed``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
 from typing import Any
 
-from agents import Agent, RunConfig, Runner, function_tool, set_tracing_disabled
+from agents import (
+    Agent,
+    OpenAIChatCompletionsModel,
+    RunConfig,
+    Runner,
+    function_tool,
+    set_tracing_disabled,
+)
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.usage import Usage
+from openai import AsyncOpenAI
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -30,6 +39,8 @@ from ..workloads import (
     Script,
     ScriptCall,
     Sizes,
+    endpoint,
+    prompt,
     step_of,
     w5_cannot,
     w7_with_wrapper,
@@ -108,16 +119,25 @@ class ScriptedAgentsModel(Model):
 
 def _agent(script: Script, bodies: dict[str, Body]) -> Agent[Any]:
     tools = [function_tool(b, name_override=n) for n, b in bodies.items()]
-    return Agent(name="bench", model=ScriptedAgentsModel(script), tools=tools)
+    url = endpoint()
+    model: Model = ScriptedAgentsModel(script) if url is None else OpenAIChatCompletionsModel(
+        "scripted", AsyncOpenAI(base_url=url, api_key="bench"))
+    return Agent(name="bench", model=model, tools=tools)
 
 
 def prepare(script: Script, bodies: dict[str, Body],
             max_steps: int) -> Callable[[], Awaitable[None]]:
-    agent = _agent(script, bodies)
+    agent, text = _agent(script, bodies), prompt(script)
+    config = RunConfig(tracing_disabled=True)
 
     async def run() -> None:
-        await Runner.run(agent, "go", max_turns=max_steps + 2,
-                         run_config=RunConfig(tracing_disabled=True))
+        if endpoint() is None:
+            await Runner.run(agent, text, max_turns=max_steps + 2, run_config=config)
+            return
+        # The endpoint streams (as every framework's client asks it to): read it streamed.
+        result = Runner.run_streamed(agent, text, max_turns=max_steps + 2, run_config=config)
+        async for _ in result.stream_events():
+            pass
 
     return run
 
@@ -131,7 +151,7 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
 
     async def measure() -> float:
         start = time.perf_counter()
-        result = Runner.run_streamed(agent, "go", max_turns=5,
+        result = Runner.run_streamed(agent, prompt(s.w6_script()), max_turns=5,
                                      run_config=RunConfig(tracing_disabled=True))
         first = None
         async for event in result.stream_events():

@@ -1,5 +1,6 @@
 """PydanticAI: an ``Agent`` on a ``FunctionModel`` (pydantic_ai.models.function) whose
-function and stream function replay the script."""
+function and stream function replay the script, or on ``OpenAIChatModel`` at the
+endpoint (streamed: ``run_stream_events``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from ..workloads import (
     Script,
     ScriptCall,
     Sizes,
+    endpoint,
+    prompt,
     seconds_to_first,
     step_of,
     w5_cannot,
@@ -43,7 +46,8 @@ NOTES: dict[str, str] = {
 
 
 def versions() -> str:
-    return f"pydantic-ai-slim {version('pydantic-ai-slim')}"
+    text = f"pydantic-ai-slim {version('pydantic-ai-slim')}"
+    return text + (f", openai {version('openai')}" if endpoint() else "")
 
 
 def _calls(messages: list[ModelMessage], script: Script) -> tuple[list[ScriptCall], int]:
@@ -79,16 +83,30 @@ def _model(script: Script) -> FunctionModel:
 
 
 def _agent(script: Script, tools: list[Tool[Any]]) -> Agent[None, str]:
-    return Agent(_model(script), tools=tools)
+    url = endpoint()
+    if url is None:
+        return Agent(_model(script), tools=tools)
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel("scripted", provider=OpenAIProvider(base_url=url, api_key="bench"))
+    return Agent(model, tools=tools)
 
 
 def prepare(script: Script, bodies: dict[str, Body],
             max_steps: int) -> Callable[[], Awaitable[None]]:
     agent = _agent(script, [Tool(b, name=n, takes_ctx=False) for n, b in bodies.items()])
     limits = UsageLimits(request_limit=max_steps + 2)
+    text = prompt(script)
 
     async def run() -> None:
-        await agent.run("go", usage_limits=limits)
+        if endpoint() is None:
+            await agent.run(text, usage_limits=limits)
+            return
+        # The endpoint streams (as every framework's client asks it to): read it streamed.
+        async with agent.run_stream_events(text, usage_limits=limits) as events:
+            async for _ in events:
+                pass
 
     return run
 
@@ -116,7 +134,7 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
 
     async def measure() -> float:
         start = time.perf_counter()
-        async with agent.run_stream_events("go") as events:
+        async with agent.run_stream_events(prompt(s.w6_script())) as events:
             first = await seconds_to_first(events, lambda e: isinstance(e, Chunk), start)
         return first / s.w6_gap
 

@@ -1,16 +1,21 @@
-"""toolplex on its ScriptedModel (the real ``openai`` SDK streaming path, in-process)."""
+"""toolplex on an in-memory scripted ``Model`` (ModelChunks straight into the runner, as
+the peers' scripted models are), or through its ``OpenAIModel`` at the endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib.metadata import version
+from typing import Any
 
-from toolplex import Agent, Clock, Limits, ToolError, tool
-from toolplex.testing import Call, ScriptedModel, Step
+from toolplex import Agent, Clock, Limits, OpenAIModel, ToolError, tool
+from toolplex.model import CallArgs, CallBegin, CallEnd, Finish, ModelChunk, TextChunk
+from toolplex.testing import Call, Step
 
 from ..workloads import (
+    FINAL_TEXT,
     Body,
     Flaky,
     Recorder,
@@ -18,7 +23,10 @@ from ..workloads import (
     ScriptCall,
     Sizes,
     Upstream503,
+    endpoint,
+    prompt,
     seconds_to_first,
+    step_of,
 )
 
 NAME = "toolplex"
@@ -27,6 +35,38 @@ NOTES: dict[str, str] = {}
 
 def versions() -> str:
     return f"toolplex {version('toolplex')}"
+
+
+class MemoryModel:
+    """The script as ModelChunks, no client and no wire: toolplex's ``Model`` protocol.
+
+    Step n is the n-th assistant message since the latest user message. A call's wait
+    comes after its header, before its arguments (as :func:`_step` scripts it for the
+    endpoint); each call ends with ``CallEnd``, as a provider's item-done event says.
+    """
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+                     ) -> AsyncIterator[ModelChunk]:
+        turns = 0
+        for message in reversed(messages):
+            if message["role"] == "user":
+                break
+            turns += message["role"] == "assistant"
+        calls = step_of(self.script, turns)
+        if not calls:
+            yield TextChunk(FINAL_TEXT)
+            yield Finish("stop")
+            return
+        for index, call in enumerate(calls):
+            yield CallBegin(index, f"call_{turns}_{index}", call.name)
+            if call.after:
+                await asyncio.sleep(call.after)
+            yield CallArgs(index, json.dumps(call.args))
+            yield CallEnd(index)
+        yield Finish("tool_calls")
 
 
 def _step(calls: Sequence[ScriptCall]) -> Step:
@@ -39,8 +79,27 @@ def _step(calls: Sequence[ScriptCall]) -> Step:
     return Step(calls=[Call(c.name, c.args, after=c.after) for c in calls])
 
 
-def _model(script: Script) -> ScriptedModel:
-    return ScriptedModel([*map(_step, script), Step(text="done")])
+def scripted_steps(script: Script) -> list[Step]:
+    """The script as a :class:`ScriptedModel`'s steps (what the endpoint serves)."""
+    return [*map(_step, script), Step(text=FINAL_TEXT)]
+
+
+_CLIENTS: list[OpenAIModel] = []
+"""The endpoint's clients made so far, for :func:`aclose`."""
+
+
+def _model(script: Script) -> MemoryModel | OpenAIModel:
+    url = endpoint()
+    if url is None:
+        return MemoryModel(script)
+    _CLIENTS.append(OpenAIModel("scripted", base_url=url, api_key="bench"))
+    return _CLIENTS[-1]
+
+
+async def aclose() -> None:
+    """Close the endpoint's clients (their connections) before the loop ends."""
+    while _CLIENTS:
+        await _CLIENTS.pop().client.close()
 
 
 def _agent(script: Script, tools: list, max_steps: int, **options: object) -> Agent:
@@ -50,8 +109,8 @@ def _agent(script: Script, tools: list, max_steps: int, **options: object) -> Ag
     return Agent(tools=tools, model=_model(script), limits=limits, **options)  # type: ignore[arg-type]
 
 
-async def _drain(agent: Agent) -> None:
-    async for _ in agent.run("go"):
+async def _drain(agent: Agent, text: str) -> None:
+    async for _ in agent.run(text):
         pass
 
 
@@ -60,8 +119,8 @@ def prepare(script: Script, bodies: dict[str, Body], max_steps: int,
     """``tool_options`` go to ``@tool`` (bench/parallel.py: ``side_effects=True``)."""
     tools = [tool(name=n, timeout=30, **tool_options)(b)  # type: ignore[call-overload]
              for n, b in bodies.items()]
-    agent = _agent(script, tools, max_steps)
-    return lambda: _drain(agent)
+    agent, text = _agent(script, tools, max_steps), prompt(script)
+    return lambda: _drain(agent, text)
 
 
 def w5(s: Sizes) -> Callable[[], Awaitable[float]]:
@@ -74,7 +133,7 @@ def w5(s: Sizes) -> Callable[[], Awaitable[float]]:
 
     async def measure() -> float:
         start = time.perf_counter()
-        await _drain(agent)
+        await _drain(agent, prompt(s.w5_script()))
         return (time.perf_counter() - start) * 1000
 
     return measure
@@ -93,7 +152,7 @@ def w6(s: Sizes) -> Callable[[], Awaitable[float]]:
     async def measure() -> float:
         start = time.perf_counter()
         is_chunk = lambda e: e.type == "tool.output.delta"  # noqa: E731
-        return await seconds_to_first(agent.run("go"), is_chunk, start) / s.w6_gap
+        return await seconds_to_first(agent.run(prompt(s.w6_script())), is_chunk, start) / s.w6_gap
 
     return measure
 
@@ -115,7 +174,7 @@ def w7(s: Sizes) -> Callable[[], Awaitable[float]]:
     async def measure() -> float:
         flaky.attempts.clear()
         start = time.perf_counter()
-        await _drain(agent)
+        await _drain(agent, prompt(s.w7_script()))
         wall = (time.perf_counter() - start) * 1000
         flaky.check(s.w7_backoff)
         return wall
