@@ -86,3 +86,11 @@ def scripted_endpoint() -> Iterator[str]:
     port = free_port()
     with process(uvicorn_argv("bench._serve:scripted_app", port), port, ready=""):
         yield f"http://127.0.0.1:{port}/scripted/v1"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the command name (which may hold spaces): utime, stime are 14, 15.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -3,7 +3,8 @@
 N sessions each open a WebSocket reader and start a run whose tool yields
 chunks 100 ms apart, each stamped with the wall time it was yielded; the reader
 records when it received it. The server runs in its own process, so its RSS
-growth divided by N is the memory one live session costs.
+growth divided by N is the memory one live session costs, and its CPU time while
+the sessions stream, divided by the chunks delivered, what a chunk costs it.
 
     python -m bench.sessions [--sessions 1000] [--ticks 200] [--gc-thresholds 700,10,10]
 """
@@ -19,7 +20,7 @@ import time
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from ._serve import free_port, process, rss_mib, uvicorn_argv
+from ._serve import cpu_seconds, free_port, process, rss_mib, uvicorn_argv
 
 
 async def _session(client: httpx.AsyncClient, base: str) -> tuple[str, str]:
@@ -61,6 +62,7 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
                 f"ws://127.0.0.1:{port}/v1/sessions/{sid}/ws?token={token}&after=0",
                 compression=None))
         latencies: list[float] = []
+        cpu_before = cpu_seconds(proc.pid)
         start = time.perf_counter()
         peak = 0.0
 
@@ -75,12 +77,14 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
                                for i, ws in enumerate(sockets)))
         sampler.cancel()
         wall = time.perf_counter() - start
+        cpu = cpu_seconds(proc.pid) - cpu_before
         for ws in sockets:
             await ws.close()
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
     return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": ordered[-1] * 1000,
             "chunks": len(ordered), "wall_s": wall,
+            "server_cpu_us_per_chunk": cpu / len(ordered) * 1e6,
             "rss_per_session_kib": (peak - before) * 1024 / sessions,
             "rss_before_mib": before, "rss_peak_mib": peak,
             "median_ms": statistics.median(ordered) * 1000}
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  server RSS: {r['rss_before_mib']:.0f} MiB idle sessions -> "
           f"{r['rss_peak_mib']:.0f} MiB peak; {r['rss_per_session_kib']:.0f} KiB per live "
           f"session")
+    print(f"  server CPU: {r['server_cpu_us_per_chunk']:.0f} us per delivered chunk "
+          f"(its whole CPU time while the sessions stream, runs and readers included)")
 
 
 if __name__ == "__main__":

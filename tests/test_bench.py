@@ -36,6 +36,7 @@ def test_throughput_and_sessions_run_against_a_real_server_process() -> None:
     many = asyncio.run(sessions.run(sessions=5, ticks=3, every=0.01))
     assert many["chunks"] == 15, "every chunk of every session arrived"
     assert 0 < many["p50_ms"] <= many["p99_ms"] <= many["max_ms"]
+    assert many["server_cpu_us_per_chunk"] >= 0
 
 
 def test_scaleout_runs_embedded_and_one_to_three_processes_on_a_real_redis() -> None:
