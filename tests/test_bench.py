@@ -23,8 +23,15 @@ async def test_parallel_prints_w1_w3_and_the_side_effect_contrast() -> None:
 
 
 async def test_overhead_compares_toolplex_with_a_raw_loop_on_the_same_client() -> None:
-    figures = await overhead.run(steps=3, fanout=3, runs=1)
-    for label in ("steps", "fanout"):
+    _check_overhead(await overhead.run(steps=3, fanout=3, runs=1), ("steps", "fanout"))
+
+
+async def test_overhead_measures_the_floor_on_the_in_memory_model() -> None:
+    _check_overhead(await overhead.floor(fanout=3, runs=1, memory_runs=2), ("run1", "fan"))
+
+
+def _check_overhead(figures: dict[str, float], labels: tuple[str, str]) -> None:
+    for label in labels:
         ours, raw = figures[f"{label}_toolplex_us"], figures[f"{label}_raw_us"]
         assert 0 < ours < 1e6 and 0 < raw < 1e6
         assert math.isclose(figures[f"{label}_ratio"], ours / raw)
@@ -70,10 +77,3 @@ async def test_chain_runs_the_two_response_and_the_one_response_forms() -> None:
     assert set(figures) == {"two_responses", "one_response"}
     assert all(0 < seconds < 10 for seconds in figures.values())
 
-
-async def test_overhead_measures_the_floor_on_the_in_memory_model() -> None:
-    figures = await overhead.floor(fanout=3, runs=1, memory_runs=2)
-    for label in ("run1", "fan"):
-        ours, raw = figures[f"{label}_toolplex_us"], figures[f"{label}_raw_us"]
-        assert 0 < ours < 1e6 and 0 < raw < 1e6
-        assert math.isclose(figures[f"{label}_ratio"], ours / raw)
