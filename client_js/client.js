@@ -205,15 +205,16 @@ export class ToolplexClient extends EventTarget {
   #openWs() {
     const WS = this.#o.WebSocket ?? globalThis.WebSocket;
     const base = httpBase(this.#o.baseUrl).replace(/^http/, 'ws');
-    const url = `${base}${this.#path('ws')}?token=${encodeURIComponent(this.#token)}`;
+    // [protocol] the cursor rides in the URL: a connection without one starts at after=0.
+    const url = `${base}${this.#path('ws')}?token=${encodeURIComponent(this.#token)}`
+      + `&after=${this.lastSeq}`;
     let ws;
     try { ws = new WS(url); } catch { return this.#reconnect(); }
     this.#ws = ws;
     // Browsers follow an error with a close; Node's `ws` throws on an unhandled 'error'.
     ws.onerror = () => {};
     ws.onopen = () => {
-      // [protocol] subscribe first on every (re)connect: replay everything after our cursor.
-      ws.send(JSON.stringify({ type: 'subscribe', after: this.lastSeq }));
+      // The server replays everything after the URL's cursor, then goes live.
       this.#setStatus('open');
       this.#flush();
     };

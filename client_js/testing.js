@@ -20,7 +20,7 @@
  * const client = new ToolplexClient({sessionId: 's', token: 't', baseUrl: 'http://x', WebSocket: WS});
  * client.connect();
  * WS.instances[0].serverOpen();
- * WS.instances[0].sent; // [{type: 'subscribe', after: 0}]
+ * WS.instances[0].url; // ...?token=...&after=0
  */
 export function fakeWebSocket() {
   return class FakeWebSocket {

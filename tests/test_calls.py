@@ -15,7 +15,8 @@ from toolplex.testing import Call, ScriptedModel, Step, check_protocol, collect,
 
 
 def _one_call(name: str, args: dict[str, Any] | None = None) -> ScriptedModel:
-    return ScriptedModel([Step(calls=[Call(name, args or {})]), Step(text="ok")])
+    return ScriptedModel([Step(calls=[Call(name, args or {})]), Step(text="ok")],
+                         keep_requests=8)
 
 
 def _tool_messages(model: ScriptedModel, request: int = 1) -> list[dict[str, Any]]:
@@ -322,7 +323,8 @@ class TestRetry:
                 raise ToolError("bad gateway", status=502)
             return "recovered"
 
-        model = ScriptedModel([Step(calls=[Call("steady"), Call("flaky")]), Step(text="ok")])
+        model = ScriptedModel([Step(calls=[Call("steady"), Call("flaky")]), Step(text="ok")],
+                              keep_requests=8)
         await collect(Agent(tools=[steady, flaky], model=model, clock=fast), "go")
         assert runs == {"steady": 1, "flaky": 2}
         assert _tool_messages(model) == ["kept", "recovered"]
@@ -339,7 +341,8 @@ class TestCircuitBreaker:
 
     async def test_three_failures_open_the_circuit_and_hide_the_tool(self, fast: Clock) -> None:
         broken = self._failing()
-        model = ScriptedModel([Step(calls=[Call("broken")]) for _ in range(4)] + [Step(text="ok")])
+        model = ScriptedModel([Step(calls=[Call("broken")]) for _ in range(4)] + [Step(text="ok")],
+                              keep_requests=8)
         events = await collect(Agent(tools=[broken], model=model, clock=fast), "go")
         check_protocol(events)
         opened = of_type(events, "tool.circuit_open")

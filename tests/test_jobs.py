@@ -45,7 +45,7 @@ def _track(event: dict[str, Any]) -> bool:
 def _model(call: Call) -> ScriptedModel:
     return ScriptedModel(scripts={
         "job update": [Step(text="The job is done: {{input}}")],
-    }, default=[Step(calls=[call]), Step(text="Started; I'll report back.")])
+    }, default=[Step(calls=[call]), Step(text="Started; I'll report back.")], keep_requests=8)
 
 
 class TestWorkerJob:
@@ -294,7 +294,7 @@ async def test_check_job_is_offered_while_a_job_is_pending() -> None:
         Step(calls=[Call("ask", {"question": "?"})]),
         Step(calls=[Call("check_job", {"job_id": "{{ask.job_id}}"})]),
         Step(text="still waiting"),
-    ])
+    ], keep_requests=8)
     agent = Agent(tools=[ask], model=model)
     events = await collect(agent, "go")
     check_protocol(events)

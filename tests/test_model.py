@@ -27,7 +27,7 @@ async def test_scripted_model_speaks_openai_chunks_through_the_sdk() -> None:
 
 
 async def test_request_reaches_the_script_with_tools_and_parallel_flag() -> None:
-    model = ScriptedModel([Step(text="ok")])
+    model = ScriptedModel([Step(text="ok")], keep_requests=8)
     await _chunks(model, [{"role": "user", "content": "go"}])
     request = model.requests[0]
     assert request["tools"] == TOOLS

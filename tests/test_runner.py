@@ -251,7 +251,7 @@ class TestShortCircuit:
             return "won"
 
         model = ScriptedModel([Step(calls=[Call("hang", {"name": "x"}), Call("win")]),
-                               Step(text="ok")])
+                               Step(text="ok")], keep_requests=8)
         await collect(Agent(tools=[hang, win], model=model), "go")
         tool_messages = [m for m in model.requests[1]["messages"] if m["role"] == "tool"]
         cancelled = json.loads(tool_messages[0]["content"])
@@ -268,7 +268,7 @@ class TestHistory:
                 Call("echo", raw='{"text": '), Call("echo", {"wrong": 1}),
             ]),
             Step(text="done"),
-        ])
+        ], keep_requests=8)
         events = await collect(Agent(tools=[echo], model=model), "go")
         check_protocol(events)
         second = model.requests[1]["messages"]
@@ -294,7 +294,7 @@ class TestHistory:
         assert events[-1]["type"] == "run.finished"
 
     async def test_a_session_keeps_history_across_runs(self) -> None:
-        model = ScriptedModel([Step(text="first")])
+        model = ScriptedModel([Step(text="first")], keep_requests=8)
         agent = Agent(model=model)
         session = agent.session()
         await collect(agent, "one", session=session)
@@ -310,7 +310,8 @@ class TestHistory:
             for i in range(n):
                 yield f"line {i}\n"
 
-        model = ScriptedModel([Step(calls=[Call("dump", {"n": 500})]), Step(text="ok")])
+        model = ScriptedModel([Step(calls=[Call("dump", {"n": 500})]), Step(text="ok")],
+                              keep_requests=8)
         agent = Agent(tools=[dump], model=model, limits=Limits(max_result_chars=1000))
         events = await collect(agent, "go")
         whole = "".join(f"line {i}\n" for i in range(500))

@@ -49,7 +49,8 @@ class TestStopWhen:
         assert not of_type(events, "tool.timeout") and not of_type(events, "tool.retrying")
 
     async def test_the_model_gets_the_output_marked_partial(self) -> None:
-        model = ScriptedModel([Step(calls=[Call("writer", {"topic": "x"})]), Step(text="ok")])
+        model = ScriptedModel([Step(calls=[Call("writer", {"topic": "x"})]), Step(text="ok")],
+                              keep_requests=8)
         await collect(Agent(tools=[_refusing_writer([])], model=model), "go")
         (message,) = [m for m in model.requests[1]["messages"] if m["role"] == "tool"]
         content = json.loads(message["content"])

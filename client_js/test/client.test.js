@@ -51,10 +51,10 @@ describe('backoff', () => {
 });
 
 describe('WebSocket client', () => {
-  test('connects to the ws URL with the token and subscribes first', async () => {
+  test('connects to the ws URL with the token and its cursor', async () => {
     const { ws, client } = await connected();
-    assert.equal(ws.url, 'ws://127.0.0.1:8000/v1/sessions/s_1/ws?token=t%201');
-    assert.deepEqual(ws.sent, [{ type: 'subscribe', after: 0 }]);
+    assert.equal(ws.url, 'ws://127.0.0.1:8000/v1/sessions/s_1/ws?token=t%201&after=0');
+    assert.deepEqual(ws.sent, [], 'the cursor is in the URL: no subscribe frame needed');
     assert.equal(client.status, 'open');
     client.close();
   });
@@ -70,13 +70,13 @@ describe('WebSocket client', () => {
     client.close();
   });
 
-  test('reconnects after a slow-reader close and resubscribes after lastSeq', async () => {
+  test('reconnects after a slow-reader close and resumes after lastSeq', async () => {
     const { WS, ws, client } = await connected();
     for (const e of sampleSession().slice(0, 7)) ws.serverSend(e);
     ws.serverClose(4008, 'too slow');
     await until(() => WS.instances.length === 2);
     WS.instances[1].serverOpen();
-    assert.deepEqual(WS.instances[1].sent[0], { type: 'subscribe', after: 7 }, 'resume from the last seq seen');
+    assert.match(WS.instances[1].url, /&after=7$/, 'resume from the last seq seen');
     client.close();
   });
 
@@ -93,7 +93,7 @@ describe('WebSocket client', () => {
     client.close();
   });
 
-  test('commands sent while disconnected are queued and flushed after the subscribe', async () => {
+  test('commands sent while disconnected are queued and flushed once open', async () => {
     const { WS, ws, client } = await connected();
     ws.serverClose(1006);
     client.run('Search race');
@@ -101,7 +101,6 @@ describe('WebSocket client', () => {
     await until(() => WS.instances.length === 2);
     WS.instances[1].serverOpen();
     assert.deepEqual(WS.instances[1].sent, [
-      { type: 'subscribe', after: 0 },
       { type: 'run.start', input: 'Search race', ref: 'run-1' },
       { type: 'tool.cancel', call_id: 'c_9' },
     ]);
@@ -115,7 +114,7 @@ describe('WebSocket client', () => {
     client.cancel('r_1');
     client.cancelCall('c_1');
     client.completeJob('j_1', { approved: true });
-    assert.deepEqual(ws.sent.slice(1), [
+    assert.deepEqual(ws.sent, [
       { type: 'run.start', input: 'hi', ref: 'run-1' },
       { type: 'run.cancel', run_id: 'r_1' },
       { type: 'tool.cancel', call_id: 'c_1' },
@@ -279,7 +278,7 @@ describe('WebSocket client', () => {
     await opening;
     assert.equal(f.calls[0].url, 'http://h:1/v1/sessions');
     assert.equal(f.calls[0].init.method, 'POST');
-    assert.equal(WS.instances[0].url, 'ws://h:1/v1/sessions/s_new/ws?token=tok');
+    assert.equal(WS.instances[0].url, 'ws://h:1/v1/sessions/s_new/ws?token=tok&after=0');
     assert.deepEqual([client.sessionId, client.token], ['s_new', 'tok']);
     client.close();
   });

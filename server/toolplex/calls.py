@@ -40,6 +40,7 @@ from .events import (
     ToolTimedOut,
     error_dict,
 )
+from .exceptions import EventTooLarge, UnserializableOutput
 from .limits import ThreadPool, Upstream
 from .policy import Backoff, Clock, Failure, classify
 from .session import Session
@@ -374,8 +375,14 @@ class Executor:
         """End a call with ``tool.cancelled`` (its reason and partial output)."""
         reason = call.cancel_reason or "run_cancelled"
         partial = call.partial_output()
-        emit(ToolCancelled, call_id=call.call_id, reason=reason,
-             by_call_id=call.cancelled_by, partial_output=partial)
+        try:
+            emit(ToolCancelled, call_id=call.call_id, reason=reason,
+                 by_call_id=call.cancelled_by, partial_output=partial)
+        except (UnserializableOutput, EventTooLarge):
+            # [protocol] exactly one terminal event: without the optional partial output.
+            partial = None
+            emit(ToolCancelled, call_id=call.call_id, reason=reason,
+                 by_call_id=call.cancelled_by)
         call.outcome = Outcome("cancelled", output=partial, reason=reason,
                                by_call_id=call.cancelled_by)
         return call.outcome
@@ -436,8 +443,11 @@ class Executor:
         except _Transient as exc:
             outcome = self.fail(call, emit, self._exhausted(tool, exc.failure))
         else:
-            outcome = self.succeed(call, emit, output, partial=partial,
-                                    stopped_by="predicate" if call.stopped else None)
+            try:
+                outcome = self.succeed(call, emit, output, partial=partial,
+                                       stopped_by="predicate" if call.stopped else None)
+            except (UnserializableOutput, EventTooLarge) as exc:  # a reduced stream's result
+                return self.fail(call, emit, classify(exc).to_error())
             if not partial and tool.mode == "inline":  # (a job is long by design)
                 self._record_latency(tool, self.clock.monotonic() - started)
             if tool.cache and not partial:
@@ -575,9 +585,15 @@ class Executor:
     @staticmethod
     def _take(call: ToolCall, number: int, chunk: Any, *, emit: Emit,
               on_chunk: Callable[[ToolCall, Any], None]) -> None:
-        """Log a chunk of attempt ``number`` and hand it to the run."""
-        emit(ToolOutputDelta, call_id=call.call_id, attempt=number, index=len(call.chunks),
-             data=chunk)
+        """Log a chunk of attempt ``number`` and hand it to the run.
+
+        Raises:
+            UnserializableOutput, EventTooLarge: The chunk cannot be logged (the attempt
+                fails permanently with that code).
+        """
+        event = emit(ToolOutputDelta, call_id=call.call_id, attempt=number,
+                     index=len(call.chunks), data=chunk)
+        chunk = event.data  # type: ignore[attr-defined]  # its JSON form: results reduce it
         call.chunks.append(chunk)
         on_chunk(call, chunk)
         stop = call.tool.stop_when if call.tool is not None else None

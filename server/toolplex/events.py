@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, cast
 
+from .encoding import Sized, jsonable
+from .exceptions import EventTooLarge
+
 PROTOCOL_VERSION = 1
 
 _ENVELOPE = ("seq", "type", "ts", "session_id", "run_id", "call_id")
@@ -68,6 +71,40 @@ class BaseEvent:
     def to_json(self) -> str:
         """Compact UTF-8 JSON of :meth:`to_dict`."""
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+_ENVELOPE_BYTES = 160
+"""About what the envelope adds to a payload (seq, type, ts, ids), in bytes."""
+
+
+def checked(event: BaseEvent, max_bytes: int | None = None) -> tuple[BaseEvent, int]:
+    """The event with every payload value in its JSON form, and its size in bytes.
+
+    The size is exact when it comes near ``max_bytes``, else a lower bound.
+
+    Raises:
+        UnserializableOutput: A value has no JSON form.
+        EventTooLarge: The event's JSON is over ``max_bytes``.
+    """
+    sized = Sized()
+    changes: dict[str, Any] | None = None
+    for name in _payload(type(event)):
+        value = getattr(event, name)
+        safe = jsonable(value, sized)
+        if safe is not value:
+            changes = changes or {}
+            changes[name] = safe
+    if changes:
+        event = dataclasses.replace(event, **changes)
+    size = sized.bytes + _ENVELOPE_BYTES
+    if max_bytes is not None and size > max_bytes:
+        raise EventTooLarge(size, max_bytes)
+    # A character is 1 to 6 bytes of JSON (UTF-8, escapes): measure only when that matters.
+    if max_bytes is not None and size * 6 > max_bytes:
+        size = len(event.to_json().encode())
+        if size > max_bytes:
+            raise EventTooLarge(size, max_bytes)
+    return event, size
 
 
 def _fields_of(cls: type[BaseEvent]) -> tuple[str, ...]:

@@ -9,6 +9,8 @@
     ├── ModelError              the model's endpoint failed or sent what no dialect allows
     │   └── ModelTimeout        no chunk from the model within its idle timeout (TimeoutError)
     ├── UsageError              the library was used wrongly (TypeError)
+    ├── UnserializableOutput    a value has no JSON form (TypeError)
+    ├── EventTooLarge           an event is over its byte bound (ValueError)
     └── ProtocolError           a client frame or command is not acceptable (ValueError)
 
 Failures never leave a run as exceptions: the runner turns each into a typed
@@ -126,3 +128,36 @@ class ProtocolError(ToolplexError, ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class UnserializableOutput(ToolplexError, TypeError):
+    """A value has no JSON form. Raised as an event enters the log (``toolplex.encoding``);
+    a call whose chunk or result it is ends with ``tool.error`` ``unserializable_output``.
+
+    Args:
+        type_name: The type that has no JSON form.
+        detail: Why, when it is not just the type.
+    """
+
+    def __init__(self, type_name: str, detail: str = "") -> None:
+        super().__init__(f"the tool's output has no JSON form: {type_name}"
+                         + (f" ({detail})" if detail else ""))
+        self.type_name = type_name
+        self.detail = detail
+
+
+class EventTooLarge(ToolplexError, ValueError):
+    """An event's JSON is over the log's byte bound (``Settings.max_event_bytes``). Raised
+    on append; a call whose chunk or result it is ends with ``tool.error``
+    ``output_too_large``.
+
+    Args:
+        size: The event's size in bytes (at least this many).
+        limit: The bound.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the output is {size} bytes of JSON, over the {limit}-byte "
+                         "bound on one event")
+        self.size = size
+        self.limit = limit

@@ -29,8 +29,10 @@ from .events import (
     ToolCircuitOpen,
     ToolExecStarted,
     ToolOutputDelta,
+    checked,
     error_dict,
 )
+from .exceptions import EventTooLarge, UnserializableOutput
 from .policy import classify
 from .session import Session, new_id
 from .store import Store
@@ -79,6 +81,10 @@ class JobStore(Protocol):
     def mark_delivered(self, job_ids: list[str]) -> None:
         """The jobs' completions reached a run: never hand them over again."""
 
+    def deliver_on_start(self, session_id: str, job_ids: list[str]) -> None:
+        """Mark the jobs delivered once the session's job turn has started (its
+        ``run.started`` is stored), or now."""
+
     def first_webhook(self, webhook_id: str, job_id: str) -> bool:
         """True the first time ``webhook_id`` is seen; a replay returns False."""
 
@@ -87,6 +93,14 @@ class JobStore(Protocol):
 
     def delete_session(self, session_id: str) -> None:
         """Forget a stored session."""
+
+    def hold_workers(self, owner: str, job_ids: list[str], ttl: float) -> None:
+        """Say that ``owner`` (a process) still runs these worker jobs, for ``ttl`` seconds
+        (a shared store; one process's file needs none: its restart recovers them)."""
+
+    def claim_lost_workers(self, owner: str, ttl: float) -> list[dict[str, Any]]:
+        """Running worker jobs nobody holds any more (their process died), now held by
+        ``owner``: each is claimed by one process only."""
 
 
 VIA = {"job": "worker", "auto": "worker", "webhook": "webhook", "human": "human"}
@@ -140,10 +154,18 @@ class JobManager:
         self.store: JobStore = store or Store()
         """Where jobs live; a backend changes it with :meth:`use`."""
         self.ttl = ttl
+        self.worker_id = new_id("w")
+        """Names this process's hold on the worker jobs it runs (a shared store)."""
+        self.worker_ttl = 10.0
+        """Seconds a worker job's hold lasts unrenewed: how long the job of a process
+        that died stays running before another process takes it over."""
+        self._held: set[str] = set()
         self.callback_base = callback_base.rstrip("/")
         self.callback_token: Callable[[str], str] | None = None
         """The per-job token a ``callback_url`` carries (``?token=``), when the server
         binds webhook deliveries to their job."""
+        self.max_event_bytes: int | None = 1 << 20
+        """A job's output larger than this as JSON fails the job ``output_too_large``."""
         self.sessions: dict[str, Session] = {}
         """Sessions in memory, by id, that completions are delivered to."""
         self._find: Callable[[str], Session | None] = self.sessions.get
@@ -237,6 +259,9 @@ class JobManager:
                "tool": tool.name, "via": via or VIA[tool.mode],
                "args": (call.kwargs or {}) if args is None else args,
                "status": status, "created": now, "expires": now + self.ttl}
+        if row["via"] == "worker":  # held before it exists: no sweeper may claim it
+            self._held.add(row["id"])
+            self.store.hold_workers(self.worker_id, [row["id"]], self.worker_ttl)
         self.store.insert_job(row)
         self.sessions[session.id] = session
         self._open.add(session.id)
@@ -399,8 +424,18 @@ class JobManager:
                 self.executor.supervisor.spawn(
                     functools.partial(self._answer, answer, row, output))
                 return True
+        # [protocol] valid JSON before it enters the log (and the store): an output with
+        # no JSON form, or over the bound on one event, fails the job instead.
+        try:
+            event, _ = checked(JobCompleted(job_id=job_id, status=status,  # type: ignore[arg-type]
+                                            output=output, error=error), self.max_event_bytes)
+            output = event.output  # type: ignore[attr-defined]
+        except (UnserializableOutput, EventTooLarge) as exc:
+            status, output = "failed", None
+            error = classify(exc).to_error()
         if not self.store.finish(job_id, status, output, error):
             return False
+        self._held.discard(job_id)
         row = self.store.job(job_id)
         assert row is not None
         if not deliver:
@@ -439,7 +474,7 @@ class JobManager:
         self._waiting.discard(session.id)
         if not rows:
             return
-        self.store.mark_delivered([r["id"] for r in rows])
+        self.store.deliver_on_start(session.id, [r["id"] for r in rows])
         self._bound[2](session, [completion_message(r) for r in rows])
 
     def expire(self, now: float | None = None,
@@ -472,33 +507,50 @@ class JobManager:
                     self.complete(row["id"], "failed", error=error_dict(
                         "interrupted", "the server restarted and nothing polls this job now"))
                 continue
-            if row["via"] != "worker":
-                continue
-            tool_ = self.tools.get(row["tool"])
-            if tool_ is not None and tool_.rerun_on_restart:
-                job = self._handle(row)
-                # (a session that expired meanwhile: its breaker went with it)
-                session = self._find(row["session_id"]) or Session(id=row["session_id"])
-                work = ToolCall(call_id=row["call_id"], name=tool_.name, index=0,
-                                model_call_id="", message_id="", run_id="",
-                                kwargs=self._kwargs(tool_, row["args"], job), tool=tool_,
-                                timeout=self._work_timeout(tool_))
-                self.executor.supervisor.spawn(functools.partial(self._work, job, work, session))
-            else:
-                self.complete(row["id"], "failed", error=error_dict(
-                    "interrupted", "the server restarted while the job was running"))
+            if row["via"] == "worker":
+                self._resume(row, "the server restarted while the job was running")
+
+    def _resume(self, row: dict[str, Any], why: str) -> None:
+        """A worker job whose body stopped with its process: run it again here when its
+        tool says ``rerun_on_restart``, else end it ``failed`` ``interrupted``."""
+        tool_ = self.tools.get(row["tool"])
+        if tool_ is not None and tool_.rerun_on_restart:
+            job = self._handle(row)
+            self._held.add(job.id)
+            # (a session that expired meanwhile: its breaker went with it)
+            session = self._find(row["session_id"]) or Session(id=row["session_id"])
+            work = ToolCall(call_id=row["call_id"], name=tool_.name, index=0,
+                            model_call_id="", message_id="", run_id="",
+                            kwargs=self._kwargs(tool_, row["args"], job), tool=tool_,
+                            timeout=self._work_timeout(tool_))
+            self.executor.supervisor.spawn(functools.partial(self._work, job, work, session))
+        else:
+            self.complete(row["id"], "failed", error=error_dict(
+                "interrupted", why))
+
+    def _keep_workers(self) -> None:
+        """Shared store: renew this process's hold on its running worker jobs, and take
+        over those of a process that died (their hold ran out)."""
+        self.store.hold_workers(self.worker_id, list(self._held), self.worker_ttl)
+        for row in self.store.claim_lost_workers(self.worker_id, self.worker_ttl):
+            logger.warning("job %s: the process running it stopped", row["id"],
+                           extra={"session_id": row["session_id"], "job_id": row["id"]})
+            self._resume(row, "the process running the job stopped")
 
     async def serve(self, interval: float = 1.0) -> None:
-        """Expire jobs past their TTL until cancelled."""
+        """Expire jobs past their TTL (and, on a shared store, keep worker jobs held and
+        take over lost ones) until cancelled."""
         while True:
             try:
                 # Read from a worker thread: a stalled store must not freeze the loop.
                 open_jobs = await anyio.to_thread.run_sync(
                     functools.partial(self.store.jobs, open_only=True))
                 self.expire(open_jobs=open_jobs)
+                if self.shared:
+                    self._keep_workers()
             except Exception as exc:  # a store that is briefly unreachable: try again later
                 logger.warning("job expiry skipped: %s", exc)
-            await anyio.sleep(interval)
+            await anyio.sleep(min(interval, self.worker_ttl / 3))
 
     def check_tool(self, session: Session) -> Tool:
         """The built-in ``check_job`` tool, scoped to one session's jobs."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .events import BaseEvent, now_ms
+from .events import BaseEvent, checked, now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +40,24 @@ class EventLog:
             ...  # events, or a Gap when the cursor is older than the window
     """
 
-    def __init__(self, session_id: str, *, retain: int = 10_000, head: int = 0) -> None:
+    def __init__(self, session_id: str, *, retain: int = 10_000, head: int = 0,
+                 retain_bytes: int = 64 << 20, max_event_bytes: int | None = 1 << 20) -> None:
         self.session_id = session_id
         self.retain = retain
+        self.retain_bytes = retain_bytes
+        """The retained window's budget in bytes of JSON, beside its count."""
+        self.max_event_bytes = max_event_bytes
+        """No event's JSON may be larger (:class:`~toolplex.exceptions.EventTooLarge`)."""
         # A list trimmed in bulk (amortised O(1)) rather than a deque: readers index
-        # into the window by seq, and deque indexing walks from an end.
+        # into the window by seq, and deque indexing walks from an end. The window is
+        # `_events[_start:]`; what lies before `_start` has fallen out and awaits the trim.
         self._events: list[BaseEvent] = []
+        self._sizes: list[int] = []
+        self._start = 0
+        self._bytes = 0
         self._head = head
+        self._visible: int | None = None
+        """With :meth:`hold`: the newest seq readers may see (stored); else None."""
         self._changed = anyio.Event()
         self._waiting = False
         self._closed = False
@@ -55,8 +66,20 @@ class EventLog:
 
     @property
     def head_seq(self) -> int:
-        """The seq of the newest event (0 when empty)."""
-        return self._head
+        """The seq of the newest event readers may see (0 when empty)."""
+        return self._head if self._visible is None else self._visible
+
+    def hold(self) -> None:
+        """From now on readers see an appended event only once :meth:`release` reaches its
+        seq: a log written through to a store shows readers only what is stored."""
+        if self._visible is None:
+            self._visible = self._head
+
+    def release(self, seq: int) -> None:
+        """Events up to ``seq`` are stored: readers may see them."""
+        if self._visible is not None and seq > self._visible:
+            self._visible = min(seq, self._head)
+            self._wake()
 
     def reached(self) -> int:
         """The newest seq the session's log has, wherever it is stored: ``head_seq`` here;
@@ -66,17 +89,28 @@ class EventLog:
     @property
     def first_seq(self) -> int:
         """The seq of the oldest retained event (head + 1 when empty)."""
-        return self._head - min(len(self._events), self.retain) + 1
+        return self._head - (len(self._events) - self._start) + 1
+
+    @property
+    def retained_bytes(self) -> int:
+        """The retained window's size in bytes of JSON (a lower bound)."""
+        return self._bytes
 
     def append(self, event: BaseEvent) -> BaseEvent:
         """Stamp ``seq``, ``ts`` and ``session_id`` on the event and store it.
 
         Returns:
-            The stamped event (events are frozen: this is a new object).
+            The stamped event, its values in their JSON form (see ``toolplex.encoding``).
+
+        Raises:
+            UnserializableOutput: A value has no JSON form; nothing is logged.
+            EventTooLarge: The event is over :attr:`max_event_bytes`; nothing is logged.
         """
+        # [protocol] every logged event is valid JSON before it enters the log.
+        event, size = checked(event, self.max_event_bytes)
         # [protocol] seq is per session, starting at 1, strictly increasing, gapless.
         stamped = event.stamp(self._head + 1, event.ts or now_ms(), self.session_id)
-        self._keep(stamped)
+        self._keep(stamped, size)
         for observe in self.observers:
             observe(stamped)
         return stamped
@@ -91,14 +125,31 @@ class EventLog:
             return False
         if event.seq != self._head + 1:
             self._events.clear()
-        self._keep(event)
+            self._sizes.clear()
+            self._start = self._bytes = 0
+        event, size = checked(event)
+        self._keep(event, size)
         return True
 
-    def _keep(self, event: BaseEvent) -> None:
+    def _keep(self, event: BaseEvent, size: int) -> None:
         self._head = event.seq
         self._events.append(event)
-        if len(self._events) >= 2 * self.retain:
-            del self._events[: len(self._events) - self.retain]
+        self._sizes.append(size)
+        self._bytes += size
+        # The newest event always stays: it is under max_event_bytes by construction.
+        while len(self._events) - self._start > 1 and (
+                len(self._events) - self._start > self.retain
+                or self._bytes > self.retain_bytes):
+            self._bytes -= self._sizes[self._start]
+            self._start += 1
+        if self._start >= 64 and self._start * 2 >= len(self._events):  # amortised O(1)
+            del self._events[: self._start]
+            del self._sizes[: self._start]
+            self._start = 0
+        if self._visible is None:
+            self._wake()
+
+    def _wake(self) -> None:
         if self._waiting:
             self._waiting = False
             self._changed.set()
@@ -106,9 +157,11 @@ class EventLog:
 
     def replay(self, after: int = 0, limit: int | None = None) -> list[BaseEvent]:
         """The retained events with ``seq > after``, oldest first (at most ``limit``)."""
-        offset = len(self._events) - (self._head - self.first_seq + 1)
-        start = offset + max(after - self.first_seq + 1, 0)
-        return self._events[start : None if limit is None else start + limit]
+        start = self._start + max(after - self.first_seq + 1, 0)
+        end = len(self._events) - (self._head - self.head_seq)  # (held: not yet stored)
+        if limit is not None:
+            end = min(end, start + limit)
+        return self._events[start:end]
 
     def gap_after(self, after: int) -> Gap | None:
         """The missing range when a cursor at ``after`` is older than the window."""
@@ -118,7 +171,7 @@ class EventLog:
 
     async def wait_beyond(self, seq: int) -> None:
         """Return once the log's head passes ``seq`` or the log is closed."""
-        while self._head <= seq and not self._closed:
+        while self.head_seq <= seq and not self._closed:
             self._waiting = True
             await self._changed.wait()
 

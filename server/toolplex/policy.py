@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import anyio
 
-from .exceptions import ToolError, ToolTimeout
+from .exceptions import EventTooLarge, ToolError, ToolTimeout, UnserializableOutput
 
 Reason = Literal["timeout", "error", "rate_limited"]
 
@@ -115,6 +115,10 @@ def classify(exc: BaseException) -> Failure:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, ToolTimeout) or isinstance(exc, TimeoutError):
         return Failure(True, "timeout", "timeout", message)
+    if isinstance(exc, UnserializableOutput):
+        return Failure(False, "error", "unserializable_output", message)
+    if isinstance(exc, EventTooLarge):
+        return Failure(False, "error", "output_too_large", message)
     if isinstance(exc, ToolError):
         if exc.status is None:
             return Failure(False, "error", exc.code or "upstream", exc.message)

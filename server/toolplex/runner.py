@@ -9,6 +9,7 @@ model request carries one tool message per call, whatever its outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -43,7 +44,14 @@ from .events import (
     ToolShortCircuit,
     error_dict,
 )
-from .exceptions import InvalidArguments, ModelError, ModelTimeout, UsageError
+from .exceptions import (
+    EventTooLarge,
+    InvalidArguments,
+    ModelError,
+    ModelTimeout,
+    UnserializableOutput,
+    UsageError,
+)
 from .jobs import JobManager
 from .limits import ThreadPool, Upstream, UpstreamLimit
 from .model import (
@@ -112,6 +120,11 @@ class Limits:
     """Running calls per session beyond it get ``limit_exceeded``."""
     run_deadline: float | None = None
     """Nominal seconds for a whole run: ``run.error`` code ``deadline_exceeded``."""
+    max_history_messages: int | None = 200
+    """The newest messages of the session's history each model request carries (None: all),
+    so a long conversation's requests stop growing; a tool message is never sent without
+    the call it answers (the window widens back to it). The session keeps the whole
+    history (snapshots, restarts)."""
     max_result_chars: int = 100_000
     """A tool message longer than this reaches the model cut to this length, with a note
     saying so. Clients still receive every chunk and the whole ``tool.result``."""
@@ -204,6 +217,8 @@ class Agent:
             upstreams={name: Upstream(name, lim) for name, lim in (upstreams or {}).items()},
             supervisor=Supervisor(cancel_grace),
         )
+        self._iterated = Supervisor(cancel_grace)
+        """Owns the runs of :meth:`run` (their iterators cancel them; aclose does not)."""
         self.run_end_hooks: list[Callable[[Run], None]] = []
         """Called with each run as it ends (the job manager delivers what waited)."""
         self.jobs = jobs or JobManager()
@@ -285,7 +300,11 @@ class Agent:
     ) -> AsyncIterator[BaseEvent]:
         """Run the agent on ``input`` and yield every event as it happens.
 
-        Breaking out of the loop cancels the run.
+        Leaving the loop early (``break``, ``aclose()``, ``contextlib.aclosing``) cancels
+        the run: it ends with ``run.finished{outcome: "cancelled"}`` and each open call
+        with ``tool.cancelled``, and nothing is raised into the caller. After a plain
+        ``break`` that happens when the event loop finalises the iterator; to wait for
+        it, use :meth:`stream` or ``aclosing``.
 
         Args:
             input: A user message, or a list of chat messages.
@@ -294,9 +313,13 @@ class Agent:
         run = Run(self, session or self.session(), input, trigger)
         send, receive = anyio.create_memory_object_stream[BaseEvent](math.inf)
         run.listeners.append(send)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run.execute)
-            async with receive:
+        # [runner] the run lives in a task of its own, not in a task group held across
+        # this generator's yields: a generator may be closed from another task (the
+        # loop's finaliser after a plain break), and a scope left in another task than
+        # the one that entered it cancels that task: the caller's.
+        self._iterated.spawn(run.execute)
+        try:
+            with receive:
                 while True:
                     try:
                         # No checkpoint while events wait: anyio's receive() yields to the
@@ -310,6 +333,31 @@ class Agent:
                     except anyio.EndOfStream:
                         return
                     yield event
+        finally:
+            if not run.finished.is_set():
+                run.cancel()
+                with anyio.CancelScope(shield=True):
+                    await run.finished.wait()
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, input: Any, *, session: Session | None = None, trigger: Trigger = "user"
+    ) -> AsyncIterator[AsyncIterator[BaseEvent]]:
+        """:meth:`run` as a context: leaving the block cancels the run if it is still
+        going, and waits for its terminal event.
+
+        Example::
+
+            async with agent.stream("enrich acme.com") as events:
+                async for event in events:
+                    if event.type == "tool.result":
+                        break  # the run is cancelled cleanly
+        """
+        events = self.run(input, session=session, trigger=trigger)
+        try:
+            yield events
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         """Stop tool bodies still running in the background and close tool providers
@@ -407,7 +455,13 @@ class Run:
         """Append an event of this run to the session's log and hand it to listeners."""
         event = self.session.log.append(cls(run_id=self.id, **fields))
         for listener in self.listeners:
-            listener.send_nowait(event)
+            try:
+                listener.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                # [runner] a listener that stopped reading (an iterator left early) never
+                # fails the run: the log still gets every event.
+                listener.close()
+                self.listeners = [item for item in self.listeners if item is not listener]
         return event
 
     def cancel(self) -> None:
@@ -426,8 +480,12 @@ class Run:
         self.session.touch()
         ended = False
         try:
-            self.emit(RunStarted, trigger=self.trigger, input=self.input)
-            error = await self._guarded() or self.failure
+            try:
+                self.emit(RunStarted, trigger=self.trigger, input=self.input)
+                error = await self._guarded() or self.failure
+            except (UnserializableOutput, EventTooLarge) as exc:  # only the input can be
+                self.emit(RunStarted, trigger=self.trigger)
+                error = error_dict("invalid_input", str(exc))
             ended = True
             if error is not None:
                 self.emit(RunError, error=error)
@@ -504,7 +562,15 @@ class Run:
             parts.append(dependent.CONVENTION)
         content = "\n\n".join(p for p in parts if p)
         system = [{"role": "system", "content": content}] if content else []
-        return system + list(self.session.history)
+        history = self.session.history
+        start, limit = 0, self.agent.limits.max_history_messages
+        if limit is not None and len(history) > limit:
+            start = len(history) - limit
+            # A tool message whose assistant tool_calls were cut off is refused by providers:
+            # the window widens back to the message that made the calls.
+            while start > 0 and history[start].get("role") == "tool":
+                start -= 1
+        return system + history[start:]
 
     async def _step(self, number: int) -> bool:
         step = _Step(number, new_id("m"))

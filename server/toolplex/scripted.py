@@ -131,8 +131,9 @@ class ScriptedModel:
             conversation's latest user message picks the script.
         default: The script when no keyword matches (default: a short reply).
         repeat_last: Repeat the last step forever (for loop-guard tests).
-        keep_requests: How many of the latest request bodies :attr:`requests` keeps
-            (each holds a whole conversation: a long-lived server must not keep all).
+        keep_requests: How many of the latest request bodies :attr:`requests` keeps, for
+            tests to inspect (each holds a whole conversation: a long-lived server
+            passes 0, as the demo agent does).
         dialect: The wire shape it speaks (:data:`toolplex.dialects.DIALECTS`):
             ``openai`` (the reference), ``gemini``, ``mistral``, ``vllm``, ...,
             or ``responses`` (then it is reached as an :class:`OpenAIResponsesModel`).

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 _SCHEMA = """
@@ -25,6 +26,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL, expires REAL NOT NULL, completed REAL,
     delivered INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (status, delivered);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhook_ids (id TEXT PRIMARY KEY, job_id TEXT, seen REAL);
 """
 
@@ -51,6 +55,10 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self.keeps_events = False
+        """Set by a journal writing the sessions' events here (then deliveries wait for
+        their turn's ``run.started`` to be stored)."""
+        self._deliveries: dict[str, list[str]] = {}
 
     def _run(self, sql: str,
              args: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
@@ -76,8 +84,46 @@ class Store:
         return [{**dict(r), "history": json.loads(r["history"])} for r in rows]
 
     def delete_session(self, session_id: str) -> None:
-        """Forget a session (its jobs stay until they end)."""
+        """Forget a session and its events (its jobs stay until they end)."""
         self._run("DELETE FROM sessions WHERE id = ?", (session_id,))
+        self._run("DELETE FROM events WHERE session_id = ?", (session_id,))
+
+    def deliver_on_start(self, session_id: str, job_ids: list[str]) -> None:
+        """The jobs' completions go to the session's next job turn: mark them delivered
+        in the transaction that stores its ``run.started`` (:meth:`append_events`), or
+        now when this store keeps no events. A kill before that leaves them undelivered
+        (delivered again after the restart); after it, the turn has started once."""
+        if self.keeps_events:
+            self._deliveries.setdefault(session_id, []).extend(job_ids)
+        else:
+            self.mark_delivered(job_ids)
+
+    def append_events(self, rows: Iterable[tuple[str, int, str]],
+                      job_turns: Iterable[str] = ()) -> None:
+        """Store events ``(session_id, seq, JSON)`` in one transaction, with the jobs that
+        the job turns started in it (by session id) delivered."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?)", rows)
+                for session_id in job_turns:
+                    for job_id in self._deliveries.pop(session_id, []):
+                        self._db.execute("UPDATE jobs SET delivered = 1 WHERE id = ?",
+                                         (job_id,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def events(self, session_id: str, limit: int) -> list[dict[str, Any]]:
+        """A session's newest ``limit`` stored events, oldest first, decoded."""
+        rows = self._run("SELECT body FROM events WHERE session_id = ? ORDER BY seq DESC "
+                         "LIMIT ?", (session_id, limit)).fetchall()
+        return [json.loads(r["body"]) for r in reversed(rows)]
+
+    def trim_events(self, session_id: str, upto: int) -> None:
+        """Forget a session's stored events up to seq ``upto`` (out of its window)."""
+        self._run("DELETE FROM events WHERE session_id = ? AND seq <= ?", (session_id, upto))
 
     def insert_job(self, job: dict[str, Any]) -> None:
         """Store a new job row."""
@@ -134,6 +180,15 @@ class Store:
     def forget_webhook(self, webhook_id: str) -> None:
         """Un-see ``webhook_id``: its delivery was not applied, and a retry must be."""
         self._run("DELETE FROM webhook_ids WHERE id = ?", (webhook_id,))
+
+
+    def hold_workers(self, owner: str, job_ids: list[str], ttl: float) -> None:
+        """Nothing to hold: this file is one process's; :meth:`JobManager.recover` takes
+        its worker jobs over after a restart."""
+
+    def claim_lost_workers(self, owner: str, ttl: float) -> list[dict[str, Any]]:
+        """None: see :meth:`hold_workers`."""
+        return []
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -85,6 +85,13 @@ def mcp_app() -> Starlette:
                       settings=Settings(db_path=os.environ["TOOLPLEX_DB"]))
 
 
+@tool(mode="job")
+async def crunch(rows: int) -> dict:  # type: ignore[type-arg]
+    """A worker job that takes a minute (a process to kill while it runs)."""
+    await anyio.sleep(60)
+    return {"rows": rows}
+
+
 def cluster_app() -> Starlette:
     """One of several processes sharing the Redis at TOOLPLEX_REDIS_URL.
 
@@ -100,8 +107,27 @@ def cluster_app() -> Starlette:
         "slow": [Step(calls=[Call("ticker", {"n": 200, "every": 0.1})]), Step(text="Slow.")],
         "discount": [Step(calls=[Call("approve", {"percent": 15})]), Step(text="Asked.")],
         "break": [Step(calls=[Call("broken", {"x": i}) for i in range(3)]), Step(text="Hm.")],
+        "crunch": [Step(calls=[Call("crunch", {"rows": 3})]), Step(text="Crunching.")],
     })
     settings = Settings(lease_ttl=float(os.environ.get("TOOLPLEX_LEASE_TTL", "10")),
                         log_retain=int(os.environ.get("TOOLPLEX_LOG_RETAIN", "10000")))
-    agent = Agent(tools=[ticker, export, approve, broken], model=model)
+    agent = Agent(tools=[ticker, export, approve, broken, crunch], model=model)
     return create_app(agent, settings=settings)
+
+
+def durable_app() -> Starlette:
+    """Sessions, jobs and every event in the SQLite file named by TOOLPLEX_DB.
+
+    "slow" streams two calls of 200 ticks over 20 s (a run to kill); "tick" 5 ticks;
+    "export" starts a webhook job whose completion turn ("job update") is slow too.
+    """
+    model = ScriptedModel(scripts={
+        "job update": [Step(calls=[Call("ticker", {"n": 200, "every": 0.1})]),
+                       Step(text="Reported.")],
+        "export": [Step(calls=[Call("export", {"table": "accounts"})]), Step(text="Asked.")],
+        "slow": [Step(calls=[Call("ticker", {"n": 200, "every": 0.1}),
+                             Call("ticker", {"n": 200, "every": 0.1})]), Step(text="Slow.")],
+        "tick": [Step(calls=[Call("ticker", {"n": 5, "every": 0.01})]), Step(text="Ticked.")],
+    })
+    settings = Settings(db_path=os.environ["TOOLPLEX_DB"], shutdown_grace=5.0)
+    return create_app(Agent(tools=[ticker, export], model=model), settings=settings)

@@ -126,8 +126,10 @@ def serve_process() -> Iterator[Callable[..., Process]]:
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
                 break
             except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the server process did not start") from None
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server process exited ({proc.returncode})") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server process did not start in 45 s") from None
                 time.sleep(0.05)
         return Process(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", proc.pid)
 

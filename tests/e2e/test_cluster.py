@@ -465,3 +465,27 @@ async def test_a_batch_retried_after_its_reply_was_lost_is_written_once(
     stored = _stored(redis_server, "s_retry")
     assert [(e["seq"], e["run_id"]) for e in stored] == [(i + 1, f"r_{i}") for i in range(5)]
     assert [e.seq for e in log.replay()] == [1, 2, 3, 4, 5]
+
+
+async def test_a_worker_job_outlives_its_process_visibly(
+        redis_server: RedisServer, cluster: Any) -> None:
+    a, b = cluster(redis_server, 2)
+    sid, token = _session(a)
+    async with Reader(b, sid, token) as reader:
+        asked = await _start(a, sid, token, "crunch")
+        await reader.until_run_ends(asked)
+        (pending,) = of_type(reader.events, "job.pending")
+        os.kill(a.pid, signal.SIGKILL)  # the process running the job's body
+        # Another process ends the job within about two lease TTLs, and its turn runs.
+        await reader.until(lambda e: e["type"] == "run.started" and e["trigger"] == "job",
+                           limit=LEASE_TTL * 4 + 10)
+        turn = reader.events[-1]["run_id"]
+        await reader.until_run_ends(turn)
+        again = await _start(b, sid, token, "tick")  # no second turn holds the session
+        assert (await reader.until_run_ends(again))["outcome"] == "success"
+    check_protocol(reader.events, first_seq=1)
+    (completed,) = of_type(reader.events, "job.completed")
+    assert completed["job_id"] == pending["job_id"] and completed["status"] == "failed"
+    assert completed["error"]["code"] == "interrupted"
+    turns = [e for e in reader.events if e["type"] == "run.started" and e["trigger"] == "job"]
+    assert len(turns) == 1, "its completion turn started once"

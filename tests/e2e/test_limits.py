@@ -151,7 +151,9 @@ class TestDepth:
     ) -> None:
         served = serve(_agent())
         sid, token = served.session()
-        async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}") as ws:
+        async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}&after=0") as ws:
+            with anyio.fail_after(10):
+                assert json.loads(await ws.recv())["type"] == "stream.hello"
             await ws.send('{"type": "run.start", "ref": "r1", "input": ' + DEEP + "}")
             with anyio.fail_after(10):
                 error = json.loads(await ws.recv())

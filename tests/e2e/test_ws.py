@@ -37,6 +37,19 @@ async def _recv(ws: ClientConnection) -> dict[str, Any]:
         return json.loads(await ws.recv())  # type: ignore[no-any-return]
 
 
+async def _reply(ws: ClientConnection) -> dict[str, Any]:
+    """The next frame answering a command (a cursorless connection also gets the log)."""
+    while True:
+        frame = await _recv(ws)
+        if frame["type"] != "stream.hello" and "seq" not in frame:
+            return frame
+
+
+async def _until_closed(ws: ClientConnection) -> None:
+    while True:
+        await _recv(ws)
+
+
 async def _until_run_end(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
     while True:
         frame = await _recv(ws)
@@ -88,7 +101,9 @@ class TestRun:
         rest: list[dict[str, Any]] = []
         async with connect(url) as ws:
             await ws.send(json.dumps({"type": "subscribe", "after": first[-1]["seq"]}))
-            assert (await _recv(ws))["resume_from"] == first[-1]["seq"]
+            # A cursorless connection starts as after=0; the subscribe moves the cursor.
+            while (frame := await _recv(ws)).get("resume_from") != first[-1]["seq"]:
+                assert frame["type"] != "stream.hello" or frame["resume_from"] == 0
             await _until_run_end(ws, rest)
         events = first + rest
         check_protocol(events)
@@ -117,7 +132,7 @@ class TestRun:
         async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}") as ws:
             await ws.send(json.dumps({"type": "run.start", "input": "one"}))
             await ws.send(json.dumps({"type": "run.start", "input": "two", "ref": "r2"}))
-            error = await _recv(ws)
+            error = await _reply(ws)
         assert error["type"] == "command.error"
         assert error["ref"] == "r2"
         assert error["error"]["code"] == "run_active"
@@ -190,16 +205,16 @@ class TestRefusals:
         sid, token = served.session()
         async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}") as ws:
             await ws.send("{not json")
-            assert (await _recv(ws))["error"]["code"] == "bad_json"
+            assert (await _reply(ws))["error"]["code"] == "bad_json"
             await ws.send(json.dumps({"type": "launch.missiles"}))
-            assert (await _recv(ws))["error"]["code"] == "unknown_command"
+            assert (await _reply(ws))["error"]["code"] == "unknown_command"
             await ws.send(json.dumps({"type": "run.cancel", "ref": "x"}))
-            error = await _recv(ws)
+            error = await _reply(ws)
             assert error["error"]["code"] == "bad_command"
             assert error["ref"] == "x"
             assert "run_id" in error["error"]["message"]
             await ws.send(json.dumps({"type": "run.cancel", "run_id": "r_nope"}))
-            assert (await _recv(ws))["error"]["code"] == "unknown_run"
+            assert (await _reply(ws))["error"]["code"] == "unknown_run"
             await ws.send(json.dumps({"type": "subscribe", "after": 0}))
             assert (await _recv(ws))["type"] == "stream.hello", "still open"
 
@@ -208,10 +223,10 @@ class TestRefusals:
         sid, token = served.session()
         async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}") as ws:
             await ws.send("nope")
-            await _recv(ws)
+            await _reply(ws)
             await ws.send(b"\xff\xfe")
             with pytest.raises(ConnectionClosed) as info:
-                await _recv(ws)
+                await _until_closed(ws)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1007
 
@@ -222,7 +237,7 @@ class TestRefusals:
                            max_size=None) as ws:
             await ws.send(json.dumps({"type": "run.start", "input": "x" * 100_000}))
             with pytest.raises(ConnectionClosed) as info:
-                await _recv(ws)
+                await _until_closed(ws)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1009
 
@@ -237,7 +252,7 @@ class TestRefusals:
         async with connect(f"{served.ws}/v1/sessions/{sid}/ws?token={token}") as ws:
             await ws.send(json.dumps({"type": "run.start", "input": "x"}))
             with pytest.raises(ConnectionClosed) as info:
-                await _recv(ws)
+                await _until_closed(ws)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1011
 

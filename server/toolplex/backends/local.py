@@ -15,6 +15,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..exceptions import ProtocolError
+from ..journal import Journal, interrupt, restore
 from ..log import EventLog
 from ..session import Session
 from ..store import Store
@@ -36,7 +37,10 @@ class LocalBackend:
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
-        self.jobs: JobStore = Store(path) if path is not None else Store()
+        store = Store(path) if path is not None else Store()
+        self.jobs: JobStore = store
+        self.journal = Journal(store) if path not in (None, ":memory:") else None
+        """With a file: every event is stored before readers see it (seq survives)."""
         self._conversations: dict[str, str] = {}
         self._runs: TaskGroup | None = None
 
@@ -47,7 +51,10 @@ class LocalBackend:
             self.jobs = agent.jobs.store
 
     def log_for(self, session_id: str, retain: int) -> EventLog:
-        return EventLog(session_id, retain=retain)
+        log = EventLog(session_id, retain=retain)
+        if self.journal is not None:
+            self.journal.follow(log)
+        return log
 
     def restore(self, retain: int) -> list[Session]:
         sessions = []
@@ -58,6 +65,13 @@ class LocalBackend:
             # server was down goes at the first sweep.
             session.last_active -= max(0.0, time.time() - row.get("updated", time.time()))
             sessions.append(session)
+        if self.journal is not None:
+            for session in sessions:
+                session.log = restore(self.journal.store, session.id, retain, session.head_seq)
+                self.journal.follow(session.log)
+                # [protocol] every run.started gets its terminal event, also when the
+                # process running it was killed: here, as the server starts again.
+                interrupt(session.log)
         return sessions
 
     def load(self, session_id: str, retain: int) -> Session | None:
@@ -73,6 +87,8 @@ class LocalBackend:
     def forget(self, session_id: str) -> None:
         # One process: a session leaves memory only when it expired; it is gone for good.
         self.jobs.delete_session(session_id)
+        if self.journal is not None:
+            self.journal.forget(session_id)
 
     def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
         field = f"{kind}:{key}"
@@ -96,6 +112,8 @@ class LocalBackend:
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
+            if self.journal is not None:
+                tg.start_soon(self.journal.serve)
             self._runs = tg
             task_status.started()
             await anyio.sleep_forever()
@@ -104,5 +122,7 @@ class LocalBackend:
         pass
 
     async def shutdown(self, sessions: Iterable[Session]) -> None:
+        if self.journal is not None:
+            self.journal.flush()
         for session in sessions:
             self.save(session)

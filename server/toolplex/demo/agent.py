@@ -37,6 +37,7 @@ def demo_model() -> ScriptedModel:
     return ScriptedModel(
         scripts={**batch.SCRIPTS, "search": search_race.SCRIPT, "enrich": enrichment.SCRIPT},
         default=HELP,
+        keep_requests=0,  # a served demo must not hold every request's whole conversation
     )
 
 

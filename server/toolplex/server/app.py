@@ -25,6 +25,8 @@ from .hub import Hub
 from .metrics import HTTPMetrics
 from .openapi import openapi
 from .settings import Settings
+from .signals import drain_on_signals
+from .transports import abort_if_stuck, transport_of
 from .ws import websocket_endpoint
 
 _NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
@@ -52,6 +54,18 @@ class _DeclareAsyncio:
         if sniffio.current_async_library() == "asyncio":
             sniffio.current_async_library_cvar.set("asyncio")
         await self.app(scope, receive, send)
+
+
+class _App(Starlette):
+    """Starlette, aborting a connection whose peer stopped reading once its call ends."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = transport_of(send) if scope["type"] != "lifespan" else None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if transport is not None:
+                abort_if_stuck(transport, self.state.hub.settings.send_timeout)
 
 
 def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
@@ -87,6 +101,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
             gc.set_threshold(*settings.gc_thresholds)
         async with anyio.create_task_group() as tg:
             await tg.start(hub.serve)
+            tg.start_soon(drain_on_signals, hub.drain)
             try:
                 yield
             finally:
@@ -126,7 +141,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
         # The embedded model on a port, for other programs: any OpenAI client pointed
         # at {base}/scripted/v1 gets the same chunk stream the agent does.
         route_list.append(Mount("/scripted", agent.model.asgi_app(settings.max_body_bytes)))
-    app = Starlette(routes=route_list, lifespan=lifespan,
+    app = _App(routes=route_list, lifespan=lifespan,
                     middleware=[Middleware(HTTPMetrics, metrics=hub.metrics),
                                 Middleware(_DeclareAsyncio), *guard.middleware(settings)],
                     exception_handlers=dict.fromkeys(hub.backend.unreachable,

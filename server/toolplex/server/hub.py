@@ -35,11 +35,13 @@ class Hub:
         self.settings = settings
         self.metrics = Metrics()
         self.backend = open_backend(settings)
+        self._draining: anyio.Event | None = None
         self.store = SessionStore(self.backend, retain=settings.log_retain,
                                   idle_ttl=settings.session_idle_ttl, adopt=self._adopt)
         self.jobs = agent.jobs
         self.backend.bind(agent, self.store.get)
         self.jobs.callback_base = settings.public_url.rstrip("/")
+        self.jobs.max_event_bytes = settings.max_event_bytes
         if settings.webhook_secret:
             check_secret(settings.webhook_secret)
             self.jobs.callback_token = partial(callback_token, settings.webhook_secret)
@@ -48,6 +50,8 @@ class Hub:
             self._adopt(session)
 
     def _adopt(self, session: Session) -> None:
+        session.log.max_event_bytes = self.settings.max_event_bytes
+        session.log.retain_bytes = self.settings.log_retain_bytes
         session.log.observers.append(self.metrics.observe)
         self.jobs.attach(session)
         self.metrics.sessions.set(len(self.store))
@@ -83,6 +87,8 @@ class Hub:
         Raises:
             ProtocolError: ``run_active`` while another run of the session is going.
         """
+        if self._draining is not None:
+            raise ProtocolError("shutting_down", "the server is shutting down; retry shortly")
         if session.runs:
             active = next(iter(session.runs))
             raise ProtocolError("run_active", f"run {active} is still going; cancel it first")
@@ -190,17 +196,36 @@ class Hub:
                     await self._shutdown()
                 tg.cancel_scope.cancel()
 
-    async def _shutdown(self) -> None:
-        self.backend.closing()
-        runs = [run for session in self.store for run in list(session.runs.values())]
-        for run in runs:
-            run.cancel()
-        with anyio.move_on_after(self.settings.shutdown_grace):
+    async def drain(self) -> None:
+        """The first half of a shutdown, while transports are still open: no new run,
+        every run cancelled to its terminal event, every log stored and closed, and each
+        reader sent its log to the end (a WebSocket then closes 1001, an SSE stream ends).
+
+        Each stage waits at most ``shutdown_grace``. Safe to call twice.
+        """
+        if self._draining is not None:
+            await self._draining.wait()
+            return
+        self._draining = anyio.Event()
+        try:
+            self.backend.closing()
+            runs = [run for session in self.store for run in list(session.runs.values())]
             for run in runs:
-                await run.finished.wait()
-        await self.backend.shutdown(self.store)
-        for session in self.store:
-            session.log.close()
+                run.cancel()
+            with anyio.move_on_after(self.settings.shutdown_grace):
+                for run in runs:
+                    await run.finished.wait()
+            await self.backend.shutdown(self.store)
+            for session in self.store:
+                session.log.close()
+            # [protocol] every reader gets the terminal event before its socket closes.
+            with anyio.move_on_after(self.settings.shutdown_grace):
+                await self.store.readers_gone()
+        finally:
+            self._draining.set()
+
+    async def _shutdown(self) -> None:
+        await self.drain()
         await self.agent.aclose()
 
     def expire_idle(self, now: float | None = None) -> list[str]:

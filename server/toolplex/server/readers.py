@@ -10,6 +10,7 @@ from its last seq on a new connection.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,16 +47,20 @@ def _mergeable(last: dict[str, Any], event: dict[str, Any]) -> bool:
     return True
 
 
-def coalesce(events: list[BaseEvent]) -> list[dict[str, Any]]:
+def coalesce(events: list[BaseEvent], max_bytes: int = 1 << 20) -> list[dict[str, Any]]:
     """Merge consecutive deltas of the same message/call; every other event is kept.
 
-    A merged frame carries the last merged ``seq`` and ``from_seq``, the first.
+    A merged frame carries the last merged ``seq`` and ``from_seq``, the first, and stays
+    under ``max_bytes`` of JSON.
     """
+    # A character is at most 6 bytes of JSON (a \uXXXX escape): under this many merged
+    # characters, a frame is under max_bytes whatever the text.
+    room = max((max_bytes - 1024) // 6, 1)
     out: list[dict[str, Any]] = []
     for event in events:
         wire = event.to_dict()
         last = out[-1] if out else None
-        if last is not None and _mergeable(last, wire):
+        if last is not None and _mergeable(last, wire) and _merged_len(last, wire) <= room:
             last.setdefault("from_seq", last["seq"])
             last["seq"], last["ts"] = wire["seq"], wire["ts"]
             if wire["type"] == "tool.output.delta":
@@ -66,6 +71,43 @@ def coalesce(events: list[BaseEvent]) -> list[dict[str, Any]]:
             continue
         out.append(wire)
     return out
+
+
+def _merged_len(last: dict[str, Any], event: dict[str, Any]) -> int:
+    key = "data" if event["type"] == "tool.output.delta" else "delta"
+    return len(last[key]) + len(event[key])
+
+
+def snapshot(session: Session, max_bytes: int = 1 << 20) -> list[dict[str, Any]]:
+    """The ``stream.snapshot`` frames after a gap: the session's messages, in frames under
+    ``max_bytes`` of JSON each; every frame but the last says ``more: true``.
+
+    A message too large for a frame of its own is cut, and says ``truncated: true``.
+    """
+    budget = max_bytes - 512  # the frame's own keys
+    frames: list[dict[str, Any]] = []
+    part: list[dict[str, Any]] = []
+    used = 0
+    for message in session.history:
+        size = len(json.dumps(message, ensure_ascii=False, default=str).encode())
+        if size > budget:
+            message, size = _cut_message(message, budget)
+        if part and used + size + 1 > budget:
+            frames.append({"type": "stream.snapshot", "session_id": session.id,
+                           "messages": part, "more": True})
+            part, used = [], 0
+        part.append(message)
+        used += size + 1
+    frames.append({"type": "stream.snapshot", "session_id": session.id, "messages": part})
+    return frames
+
+
+def _cut_message(message: dict[str, Any], budget: int) -> tuple[dict[str, Any], int]:
+    content = message.get("content")
+    text = content if isinstance(content, str) else json.dumps(content, default=str)
+    keep = max(budget // 6 - 256, 0)
+    cut = {"role": message.get("role", "user"), "content": text[:keep], "truncated": True}
+    return cut, len(json.dumps(cut, ensure_ascii=False).encode())
 
 
 def hello(session: Session, resume_from: int) -> dict[str, Any]:
@@ -98,9 +140,9 @@ async def batches(
         gap = log.gap_after(cursor)
         if gap is not None:
             # [protocol] after older than the retained log: stream.gap, then a snapshot.
+            # [protocol] every frame under max_event_bytes: the snapshot in parts.
             yield [{"type": "stream.gap", "from_seq": gap.from_seq, "to_seq": gap.to_seq},
-                   {"type": "stream.snapshot", "session_id": session.id,
-                    "messages": list(session.history)}]
+                   *snapshot(session, settings.max_event_bytes)]
             cursor = gap.to_seq
         lag = log.head_seq - cursor
         if lag > settings.reader_max_lag:
@@ -113,7 +155,7 @@ async def batches(
         if events:
             cursor = events[-1].seq
             if lag > settings.reader_queue:
-                ready = coalesce(events)
+                ready = coalesce(events, settings.max_event_bytes)
                 if counters is not None:
                     counters["coalesced"] = counters.get("coalesced", 0) + len(events) - len(ready)
             else:

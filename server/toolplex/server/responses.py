@@ -17,7 +17,8 @@ STATUS = {"bad_json": 400, "bad_command": 422, "bad_input": 422, "unknown_comman
           "bad_callback_token": 401, "too_large": 413, "too_deep": 400,
           "bad_cursor": 400,
           "unauthorized": 401, "store_unavailable": 503,
-          "forbidden_origin": 403, "unsupported_media": 415, "too_many_sessions": 503}
+          "forbidden_origin": 403, "unsupported_media": 415, "too_many_sessions": 503,
+          "shutting_down": 503}
 """HTTP status by error code (400 for any other)."""
 
 RETRY_SESSIONS = 60

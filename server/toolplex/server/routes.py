@@ -85,7 +85,7 @@ async def events(request: Request) -> Response:
         except SlowReader:
             hub.metrics.reader_drops.labels("disconnected").inc()
         finally:
-            hub.store.readers[session.id] -= 1
+            hub.store.leave(session.id)
             hub.metrics.readers.labels("sse").dec()
             session.touch()
 

@@ -6,6 +6,8 @@ import hmac
 import time
 from collections.abc import Callable, Iterator
 
+import anyio
+
 from ..backends import Backend
 from ..backends.local import LocalBackend
 from ..session import Session, hash_token
@@ -28,6 +30,20 @@ class SessionStore:
         self._adopt = adopt or (lambda session: None)
         self._sessions: dict[str, Session] = {}
         self.readers: dict[str, int] = {}
+        """Open readers (WebSocket, SSE) by session id."""
+        self._no_readers = anyio.Event()
+
+    def leave(self, session_id: str) -> None:
+        """A reader of the session went away."""
+        self.readers[session_id] -= 1
+        if not any(self.readers.values()):
+            self._no_readers.set()
+            self._no_readers = anyio.Event()
+
+    async def readers_gone(self) -> None:
+        """Return once no reader is open."""
+        while any(self.readers.values()):
+            await self._no_readers.wait()
 
     def create(self) -> Session:
         """A new session with a fresh token."""

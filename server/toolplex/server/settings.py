@@ -61,6 +61,12 @@ class Settings:
     /v1/sessions``, a new adapter thread) is refused with 503 and ``Retry-After``."""
     log_retain: int = 10_000
     """Events each session keeps for replay; older cursors get ``stream.gap``."""
+    log_retain_bytes: int = 64 << 20
+    """The same window's budget in bytes of JSON: the oldest events leave it first."""
+    max_event_bytes: int = 1 << 20
+    """No logged event's JSON is larger, and no frame a reader is sent: a tool's chunk or
+    result over it ends the call with ``tool.error`` ``output_too_large``; merged deltas
+    and a gap's snapshot are cut into frames under it."""
     reader_queue: int = 1_000
     """A reader this many events behind gets deltas coalesced."""
     reader_max_lag: int = 5_000

@@ -169,14 +169,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         async with anyio.create_task_group() as tg:
             conn.scope = tg.cancel_scope
-            after = ws.query_params.get("after")
-            if after is not None:
-                try:
-                    conn.subscribe(tg, hub.cursor(session, after))
-                except ProtocolError as exc:
-                    # [protocol] the same rule as SSE's 400; the connection stays open for
-                    # a `subscribe` with a good cursor.
-                    await conn.send(command_error(exc))
+            # [protocol] no cursor is not silence: stream.hello, the retained log, then
+            # live, as after=0 (a later subscribe moves the cursor).
+            try:
+                conn.subscribe(tg, hub.cursor(session, ws.query_params.get("after", "0")))
+            except ProtocolError as exc:
+                # [protocol] the same rule as SSE's 400; the connection stays open for
+                # a `subscribe` with a good cursor.
+                await conn.send(command_error(exc))
             try:
                 while True:
                     message = await ws.receive()
@@ -200,7 +200,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         conn.unwatch()
         if close is not None and close[0] == CLOSE_SLOW:
             hub.metrics.reader_drops.labels("disconnected").inc()
-        hub.store.readers[session.id] -= 1
+        hub.store.leave(session.id)
         hub.metrics.readers.labels("ws").dec()
         session.touch()
     if close is not None:

@@ -89,6 +89,7 @@ class RedisBackend:
         self._agent = agent
         self._sessions = sessions
         agent.jobs.use(self.store, sessions=sessions, deliver=self.pump)
+        agent.jobs.worker_ttl = self.lease_ttl  # a dead process's job, like its run
 
     # -- sessions -------------------------------------------------------------------
 

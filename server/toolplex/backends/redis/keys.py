@@ -62,6 +62,11 @@ def job_key(job_id: str) -> str:
     return f"tp:j:{job_id}"
 
 
+def worker_key(job_id: str) -> str:
+    """``tp:j:{id}:worker``: which process runs a worker job (a TTL key it renews)."""
+    return f"tp:j:{job_id}:worker"
+
+
 def webhook_key(webhook_id: str) -> str:
     """``tp:wh:{id}``: a webhook id already handled."""
     return f"tp:wh:{webhook_id}"

@@ -30,7 +30,7 @@ import anyio
 import redis
 import redis.asyncio
 
-from ...events import BaseEvent, from_dict, now_ms
+from ...events import BaseEvent, checked, from_dict, now_ms
 from ...log import EventLog
 from .. import unavailable
 from .keys import (
@@ -111,6 +111,8 @@ class SharedLog(EventLog):
     def append(self, event: BaseEvent, *, fenced: bool = True) -> BaseEvent:
         """Queue the event for Redis; ``fenced=False`` for the sweeper's terminal events
         of a run whose lease it claimed (also when that run was this process's own)."""
+        # [protocol] every logged event is valid JSON before it enters the log.
+        event, _ = checked(event, self.max_event_bytes)
         stamped = event.stamp(0, event.ts or now_ms(), self.session_id)
         fence = None
         if fenced and self.fence is not None and event.run_id == self.fence[0]:

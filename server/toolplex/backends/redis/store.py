@@ -19,6 +19,7 @@ from .keys import (
     session_key,
     sync_client,
     webhook_key,
+    worker_key,
 )
 
 _FINISH = """
@@ -45,6 +46,29 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return taken
 """
 
+# Renew a worker job's hold (KEYS: the holds; ARGV owner, ttl ms): unless another owner
+# has claimed it since.
+_HOLD = """
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if not holder or holder == ARGV[1] then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
+end
+return 1
+"""
+
+# Claim running worker jobs whose hold ran out (KEYS open jobs; ARGV owner, ttl ms).
+_CLAIM_LOST = """
+local claimed = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local job = 'tp:j:' .. id
+  if redis.call('HGET', job, 'via') == 'worker' and redis.call('HGET', job, 'status') == 'running'
+      and redis.call('SET', job .. ':worker', ARGV[1], 'NX', 'PX', ARGV[2]) then
+    table.insert(claimed, id)
+  end
+end
+return claimed
+"""
+
 _JSON_FIELDS = ("args", "output", "error")
 _NUMBERS = ("progress", "total", "created", "expires", "completed")
 
@@ -64,6 +88,8 @@ class RedisStore:
         self.session_ttl = int(session_ttl)
         self._finish = self.redis.register_script(_FINISH)
         self._take = self.redis.register_script(_TAKE_UNDELIVERED)
+        self._hold = self.redis.register_script(_HOLD)
+        self._claim_lost = self.redis.register_script(_CLAIM_LOST)
 
     def close(self) -> None:
         self.redis.close()
@@ -155,6 +181,19 @@ class RedisStore:
     def mark_delivered(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
             self.redis.hset(job_key(job_id), "delivered", "1")
+
+    def hold_workers(self, owner: str, job_ids: list[str], ttl: float) -> None:
+        if job_ids:
+            self._hold(keys=[worker_key(job_id) for job_id in job_ids],
+                       args=[owner, int(ttl * 1000)])
+
+    def claim_lost_workers(self, owner: str, ttl: float) -> list[dict[str, Any]]:
+        ids = self._claim_lost(keys=[OPEN_JOBS], args=[owner, int(ttl * 1000)])
+        return self._rows(list(ids))
+
+    def deliver_on_start(self, session_id: str, job_ids: list[str]) -> None:
+        # Turns on Redis take their completions with the run lease (take_undelivered).
+        self.mark_delivered(job_ids)
 
     def has_undelivered(self, session_id: str) -> bool:
         """Whether a job of the session ended since its completions were last taken."""
