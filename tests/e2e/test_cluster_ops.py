@@ -244,3 +244,28 @@ class TestWebhooks:
         completed = of_type(reader.events, "job.completed")
         assert len(completed) == 1
         check_protocol(reader.events, first_seq=1)
+
+
+class TestARollingDeploy:
+    """SIGTERM of the process owning a run ends that run for every reader, everywhere."""
+
+    async def test_sigterm_of_the_owner_gives_readers_on_other_processes_one_terminal_event(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        async with Reader(b, sid, token) as reader:
+            run_id = await _start(a, sid, token, "slow")
+            await reader.until(lambda e: e["type"] == "tool.output.delta")
+            os.kill(a.pid, signal.SIGTERM)
+            # Within the shutdown grace, not a lease TTL later from a sweeper.
+            end = await reader.until_run_ends(run_id, limit=LEASE_TTL + 10)
+            assert (end["type"], end.get("outcome")) == ("run.finished", "cancelled") or (
+                end["type"] == "run.error" and end["error"]["code"] == "interrupted")
+            # The session takes a new run at once, on the other process.
+            again = await _start(b, sid, token, "tick")
+            assert (await reader.until_run_ends(again))["outcome"] == "success"
+        check_protocol(reader.events, first_seq=1)
+        ended = [e for e in reader.events if e.get("run_id") == run_id
+                 and e["type"] in ("tool.result", "tool.error", "tool.cancelled")]
+        assert len(ended) == 1, "the open call got its terminal event"
+        assert _stored(redis_server, sid) == reader.events
