@@ -255,13 +255,14 @@ class JobManager:
     def _create(self, session: Session, call: ToolCall, tool: Tool, status: str,
                 *, via: str | None = None, args: dict[str, Any] | None = None) -> Job:
         now = time.time()
-        row = {"id": new_id("j"), "session_id": session.id, "call_id": call.call_id,
+        job_id = new_id("j")
+        row: dict[str, Any] = {"id": job_id, "session_id": session.id, "call_id": call.call_id,
                "tool": tool.name, "via": via or VIA[tool.mode],
                "args": (call.kwargs or {}) if args is None else args,
                "status": status, "created": now, "expires": now + self.ttl}
         if row["via"] == "worker":  # held before it exists: no sweeper may claim it
-            self._held.add(row["id"])
-            self.store.hold_workers(self.worker_id, [row["id"]], self.worker_ttl)
+            self._held.add(job_id)
+            self.store.hold_workers(self.worker_id, [job_id], self.worker_ttl)
         self.store.insert_job(row)
         self.sessions[session.id] = session
         self._open.add(session.id)

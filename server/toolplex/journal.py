@@ -133,6 +133,8 @@ def interrupt(log: EventLog) -> list[str]:
             open_runs.pop(run_id, None)
         elif run_id in open_runs:
             call_id = getattr(event, "call_id", None)
+            if call_id is None:
+                continue
             if event.type == "tool.call.start":
                 open_runs[run_id][call_id] = None
             elif event.type in TERMINAL_CALL_TYPES:

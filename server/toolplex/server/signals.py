@@ -55,15 +55,15 @@ async def drain_on_signals(drain: Callable[[], Awaitable[None]]) -> None:
             signal.signal(sig, handle)
     try:
         await wake.wait()
-        sig, frame = received[0]
-        logger.info("signal %s: draining runs and readers before shutdown", sig)
+        number, frame = received[0]
+        logger.info("signal %s: draining runs and readers before shutdown", number)
         try:
             await drain()
         except Exception:
             logger.exception("drain failed; shutting down anyway")
-        previous[sig](sig, frame)
+        previous[number](number, frame)
         await anyio.sleep_forever()
     finally:
-        for sig, handler in previous.items():
-            if signal.getsignal(sig) is handle:
-                signal.signal(sig, handler)
+        for number, handler in previous.items():
+            if signal.getsignal(number) is handle:
+                signal.signal(number, handler)

@@ -23,7 +23,7 @@ def transport_of(send: Send) -> asyncio.Transport | None:
     """The asyncio transport behind an ASGI server's ``send`` (uvicorn's protocols keep it
     on the object ``send`` is bound to), or None for another server."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport if isinstance(transport, asyncio.BaseTransport) else None
+    return transport if isinstance(transport, asyncio.Transport) else None
 
 
 def abort_if_stuck(transport: asyncio.Transport | None, after: float) -> None:
