@@ -194,7 +194,7 @@ class RedisBackend:
             try:
                 self.leases.give_back(session_id, lease)
             except UNREACHABLE:
-                pass  # it expires
+                pass  # it expires; a sweeper finds the run ended (or ends it)
 
     def _launch(self, run: Run, lease: str) -> None:
         if self._runs is None:
@@ -226,10 +226,7 @@ class RedisBackend:
                 log = session.log
                 if isinstance(log, SharedLog) and log.fence is not None and log.fence[0] == run.id:
                     log.fence = None
-                try:
-                    self.leases.give_back(session.id, lease)
-                except UNREACHABLE:
-                    pass  # it expires; the sweeper finds the run ended
+                self._give_back(session.id, lease)
         await self._pump(session)
 
     def pump(self, session: Session) -> None:
