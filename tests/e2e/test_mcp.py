@@ -251,6 +251,87 @@ async def test_a_timeout_sends_notifications_cancelled(tmp_path: Path) -> None:
     assert told() == ["started", "cancelled", "notifications/cancelled"]
 
 
+def _stdio_server(log: Path, **options: Any) -> MCPServer:
+    return MCPServer.stdio(sys.executable, [str(SERVER), "stdio"], prefix="s", retries=0,
+                           env={"MCP_TEST_EVENTS": str(log)}, **options)
+
+
+def _seen(log: Path) -> list[dict[str, Any]]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+async def test_a_run_cancel_sends_notifications_cancelled(tmp_path: Path) -> None:
+    """Cancelling the run, not the call, stops the server-side handler too."""
+    log = tmp_path / "events.jsonl"
+    agent = Agent(tools=[_stdio_server(log)])
+    session = agent.session()
+    agent.model = ScriptedModel([Step(calls=[Call("s__hang", {"label": "run"})]),
+                                 Step(text="never asked")])
+    seen: list[dict[str, Any]] = []
+    try:
+        with anyio.fail_after(30):
+            async for event in agent.run("go", session=session):
+                seen.append(event.to_dict())
+                if event.type == "tool.exec.started":
+                    await _until(lambda: any(e["event"] == "started" for e in _seen(log)),
+                                 "the hang started")
+                    next(iter(session.runs.values())).cancel()
+        await _until(lambda: any(e["event"] == "notifications/cancelled" for e in _seen(log)),
+                     "the server was told")
+    finally:
+        await agent.aclose()
+    check_protocol(seen)
+    assert of_type(seen, "tool.cancelled")[0]["reason"] == "run_cancelled"
+    assert seen[-1]["type"] == "run.finished" and seen[-1]["outcome"] == "cancelled"
+    started = next(e["request"] for e in _seen(log) if e["event"] == "started")
+    assert [e for e in _seen(log) if e.get("request", started) == started] == [
+        {"event": "started", "label": "run", "request": started},
+        {"event": "cancelled", "label": "run"},
+        {"event": "notifications/cancelled", "request": started}]
+
+
+async def test_progress_after_a_calls_terminal_event_is_dropped(tmp_path: Path) -> None:
+    """A server that keeps reporting progress for a cancelled call: none of it reaches the
+    log after the call's terminal event (today the SDK already drops it once the request
+    is gone; toolplex's queue would drop it too), and the connection serves the next call."""
+    log = tmp_path / "events.jsonl"
+    agent = Agent(tools=[_stdio_server(log)])
+    session = agent.session()
+    agent.model = ScriptedModel([Step(calls=[Call("s__stubborn", {})]),
+                                 Step(calls=[Call("s__slow", {"steps": 2, "delay": 0.01})]),
+                                 Step(text="done")])
+    seen: list[dict[str, Any]] = []
+    try:
+        with anyio.fail_after(30):
+            async for event in agent.run("go", session=session):
+                seen.append(event.to_dict())
+                if event.type == "tool.output.delta" and len(of_type(seen, "tool.call.start")) == 1:
+                    session.calls[event.call_id].cancel("user")  # type: ignore[attr-defined]
+                if event.type == "tool.cancelled":
+                    # The server keeps reporting progress for the call it was told to stop.
+                    await _until(lambda: len([e for e in _seen(log)
+                                              if e["event"] == "late progress"]) == 3,
+                                 "the late progress was sent")
+    finally:
+        await agent.aclose()
+    check_protocol(seen)
+    logged = [e.to_dict() for e in session.log.replay()]
+    assert logged == seen
+    stubborn = _of_call(logged, "s__stubborn")
+    assert stubborn[-1]["type"] == "tool.cancelled" and stubborn[-1]["reason"] == "user"
+    assert [e["data"] for e in of_type(stubborn, "tool.output.delta")] == [
+        {"progress": 1, "total": 10, "message": "working"}]
+    # The connection still serves the next call, whose progress arrives as usual.
+    slow = _of_call(logged, "s__slow")
+    assert [e["data"] for e in of_type(slow, "tool.output.delta")] == [
+        {"progress": 1, "total": 2, "message": "step 1 of 2"},
+        {"progress": 2, "total": 2, "message": "step 2 of 2"},
+        {"result": "slow done after 2 steps"}]
+    assert slow[-1]["type"] == "tool.result"
+    assert seen[-1]["outcome"] == "success"
+
+
 async def test_a_timeout_over_http_closes_the_request_stream(mcp_http: HTTPServer) -> None:
     agent = Agent(tools=[MCPServer.http(mcp_http.url, prefix="t", retries=0,
                                         tool_options={"hang": {"timeout": 0.5}})])

@@ -8,6 +8,8 @@ port is printed first) or
   cancellation (``GET /events`` lists what the server saw, ``$MCP_TEST_EVENTS`` too:
   on stdio, ``notifications/cancelled``; on streamable HTTP at 2026-07-28 the client
   closes the request's stream instead);
+- ``stubborn``: reports progress, and when cancelled reports progress three times more
+  before it ends (each recorded as ``late progress``);
 - ``fail`` (``isError``), ``strict`` (-32602 for a bad ``n``), ``crash`` (the process
   exits mid-call), ``pid`` (which process answered);
 - ``export``: answered with a task (the SEP-2663 tasks extension: ``resultType: "task"``,
@@ -140,6 +142,21 @@ async def hang(label: str, ctx: Context) -> str:
         await anyio.sleep_forever()
     finally:
         EVENTS.append({"event": "cancelled", "label": label})
+    return "never"
+
+
+@server.tool()
+async def stubborn(ctx: Context) -> str:
+    """Report progress, wait; when cancelled, report progress three times more."""
+    EVENTS.append({"event": "started", "label": "stubborn", "request": str(ctx.request_id)})
+    await ctx.report_progress(1, 10, "working")
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for i in range(3):
+                await ctx.report_progress(2 + i, 10, "still working")
+                EVENTS.append({"event": "late progress", "label": "stubborn"})
     return "never"
 
 
