@@ -68,6 +68,8 @@ export class ToolplexClient extends EventTarget {
   /** @type {Command[]} */
   #queue = [];
   #attempt = 0;
+  /** @type {unknown[]} the messages of a snapshot's parts so far (`more: true`) */
+  #snapshotParts = [];
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #timer = undefined;
   /** @type {ConnectionStatus} */
@@ -274,13 +276,25 @@ export class ToolplexClient extends EventTarget {
     if (!frame || typeof frame !== 'object') return;
     if (frame.type === 'stream.hello') {
       this.#attempt = 0;
+      this.#snapshotParts = [];
       this.dispatchEvent(new FrameEvent('hello', frame));
     } else if (frame.type === 'stream.gap') {
+      this.#snapshotParts = [];  // a new gap starts a new snapshot
       this.dispatchEvent(new FrameEvent('gap', frame));
     } else if (frame.type === 'stream.snapshot' || frame.type === 'snapshot') {
       for (const event of Array.isArray(frame.events) ? frame.events : []) this.#apply(event);
-      // [protocol] the snapshot's messages are the conversation the gap took away.
-      const next = foldSnapshot(this.#state, frame);
+      // [protocol] the snapshot's messages are the conversation the gap took away; a
+      // history over max_event_bytes comes in parts, every one but the last `more: true`,
+      // concatenated before it is folded (a part's message indexes start at 0 again).
+      const messages = Array.isArray(frame.messages) ? frame.messages : [];
+      if (frame.more === true) {
+        this.#snapshotParts.push(...messages);
+        this.dispatchEvent(new FrameEvent('snapshot', frame));
+        return;
+      }
+      const whole = { ...frame, messages: [...this.#snapshotParts, ...messages] };
+      this.#snapshotParts = [];
+      const next = foldSnapshot(this.#state, whole);
       if (next !== this.#state) {
         this.#state = next;
         this.dispatchEvent(new StateEvent(this.#state, null));

@@ -71,8 +71,12 @@ export type ToolplexEvent =
 
 export interface StreamHello { type: 'stream.hello'; session_id: string; head_seq: number; resume_from: number }
 export interface StreamGap { type: 'stream.gap'; from_seq: number; to_seq: number }
-/** The frame after a gap: `messages` is the session's chat history (folded by {@link foldSnapshot}). */
-export interface StreamSnapshot { type: 'stream.snapshot'; session_id: string; messages: object[] }
+/**
+ * The frame after a gap: `messages` is the session's chat history (folded by {@link foldSnapshot}).
+ * A history over the server's `max_event_bytes` comes in parts: every part but the last has
+ * `more: true`, and the client folds the concatenated messages when the last one arrives.
+ */
+export interface StreamSnapshot { type: 'stream.snapshot'; session_id: string; messages: object[]; more?: boolean }
 export interface CommandError { type: 'command.error'; error: ErrorInfo; ref?: unknown }
 /** The answer to an accepted command that carried a `ref` (WebSocket; not logged). */
 export interface CommandOk { type: 'command.ok'; ref: string; run_id?: string }

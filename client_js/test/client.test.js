@@ -268,6 +268,27 @@ describe('WebSocket client', () => {
     client.close();
   });
 
+  test('a snapshot in parts (more: true) is folded once, as one history', async () => {
+    const { ws, client } = await connected();
+    const states = /** @type {any[]} */ ([]);
+    client.addEventListener('state', (e) => states.push(/** @type {any} */ (e).state));
+    ws.serverSend({ type: 'stream.gap', from_seq: 1, to_seq: 90 });
+    // The server cuts a history over max_event_bytes into parts; repeated texts are
+    // separate messages, whichever part they are in.
+    ws.serverSend({ type: 'stream.snapshot', session_id: 's_1', more: true, messages: [
+      { role: 'user', content: 'first' }, { role: 'assistant', content: 'ok' }] });
+    ws.serverSend({ type: 'stream.snapshot', session_id: 's_1', more: true, messages: [
+      { role: 'user', content: 'second' }, { role: 'assistant', content: 'ok' }] });
+    assert.equal(states.length, 0, 'nothing shown before the last part');
+    ws.serverSend({ type: 'stream.snapshot', session_id: 's_1', messages: [
+      { role: 'user', content: 'third' }, { role: 'assistant', content: 'ok' }] });
+    const shown = client.state.feed.map((f) => client.state.messages[f.id]).map((m) => [m.role, m.text]);
+    assert.deepEqual(shown, [['user', 'first'], ['assistant', 'ok'], ['user', 'second'],
+      ['assistant', 'ok'], ['user', 'third'], ['assistant', 'ok']]);
+    assert.equal(states.length, 1, 'one state event for the whole snapshot');
+    client.close();
+  });
+
   test('connect() without a session creates one first', async () => {
     const WS = fakeWebSocket();
     const f = fakeFetch(() => Response.json({ session_id: 's_new', token: 'tok' }));
