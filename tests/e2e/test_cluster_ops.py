@@ -65,6 +65,27 @@ class TestAnOrphanedRun:
         finally:
             client.close()
 
+    def test_renewing_every_lease_at_once_keeps_them_and_names_the_lost_ones(
+            self, redis_server: RedisServer) -> None:
+        client = Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            mine, other = Leases(client, "p_mine", 1), Leases(client, "p_other", 30)
+            owned = {f"s_{i}": mine.take(f"s_{i}", f"r_{i}") for i in range(300)}
+            assert all(isinstance(lease, str) for lease in owned.values())
+            leases = {sid: lease for sid, lease in owned.items() if isinstance(lease, str)}
+            client.delete(lease_key("s_7"))  # expired, and taken since by another process
+            assert isinstance(other.take("s_7", "r_other"), Orphan)
+            client.hdel(RUNS, "s_7")
+            assert isinstance(other.take("s_7", "r_other"), str)
+            client.delete(lease_key("s_8"))  # expired, not taken again
+            mine.ttl = 30
+            assert mine.renew_all(leases) == {"s_7", "s_8"}
+            assert client.pttl(lease_key("s_0")) > 20_000, "renewed by a whole TTL"
+            assert json.loads(client.get(lease_key("s_7")))["owner"] == "p_other"
+            assert mine.renew_all({}) == set()
+        finally:
+            client.close()
+
     async def test_a_start_retried_every_25_ms_after_a_kill_9_runs_after_the_dead_run_ends(
             self, redis_server: RedisServer, cluster: Any) -> None:
         a, b = cluster(redis_server, 2)

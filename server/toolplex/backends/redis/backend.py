@@ -279,17 +279,23 @@ class RedisBackend:
     async def _keep_leases(self) -> None:
         # Off the event loop (a worker thread): a stalled Redis must not freeze the
         # process's streams and its other routes while a renewal waits for its timeout.
+        # All of them in one round trip: one worker-thread hop per run took a TTL and
+        # more with 200 runs on a loaded machine, and other processes swept live runs.
         while True:
             await anyio.sleep(self.lease_ttl / 3)
-            for session_id, (run, lease) in list(self.owned.items()):
-                try:
-                    kept = await anyio.to_thread.run_sync(self.leases.renew, session_id, lease)
-                except UNREACHABLE:
-                    break  # the writer declares an outage; the lease outlasts a blip
-                if not kept:
-                    logger.error("run lost its lease", extra={"session_id": session_id,
-                                                              "run_id": run.id})
-                    run.fail(error_dict("owner_lost", "this process lost the run's lease"))
+            owned = dict(self.owned)
+            try:
+                lost = await anyio.to_thread.run_sync(
+                    self.leases.renew_all, {sid: lease for sid, (_, lease) in owned.items()})
+            except UNREACHABLE:
+                lost = set()  # the writer declares an outage; the lease outlasts a blip
+            for session_id in lost:
+                if self.owned.get(session_id) != owned[session_id]:
+                    continue  # it ended and gave the lease back meanwhile
+                run = owned[session_id][0]
+                logger.error("run lost its lease", extra={"session_id": session_id,
+                                                          "run_id": run.id})
+                run.fail(error_dict("owner_lost", "this process lost the run's lease"))
             try:
                 await self._stored_commands(self.aio)
             except UNREACHABLE:

@@ -108,10 +108,18 @@ class Leases:
             return Orphan(session_id, taken)
         return lease if taken else None
 
-    def renew(self, session_id: str, lease: str) -> bool:
-        """Extend the lease by a TTL; False when it is no longer ``lease`` (lost)."""
-        return bool(self._renew(keys=[lease_key(session_id)],
-                                args=[lease, int(self.ttl * 1000)]))
+    def renew_all(self, owned: dict[str, str]) -> set[str]:
+        """Extend every lease in ``owned`` (session id -> lease) in one round trip: the
+        session ids whose lease is no longer theirs (lost). One pipeline, so a process
+        with hundreds of runs renews them all well within a TTL on a loaded machine."""
+        if not owned:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        ttl = int(self.ttl * 1000)
+        for session_id, lease in owned.items():
+            self._renew(keys=[lease_key(session_id)], args=[lease, ttl], client=pipe)
+        kept = pipe.execute()
+        return {session_id for session_id, ok in zip(owned, kept, strict=True) if not ok}
 
     def give_back(self, session_id: str, lease: str) -> None:
         """Release the session's run lease if it is still ``lease`` (a lost one is left
