@@ -40,16 +40,15 @@ def test_different_messages_are_not_merged() -> None:
     assert len(coalesce(log.replay(0))) == 2
 
 
-def test_idle_sessions_expire_but_not_while_running_or_read() -> None:
+async def test_idle_sessions_expire_but_not_while_running_or_read() -> None:
     import time
 
     from toolplex.server.sessions import SessionStore
 
     store = SessionStore(idle_ttl=0.0)
-    idle, busy, watched = store.create(), store.create(), store.create()
+    idle, busy, watched = await store.create(), await store.create(), await store.create()
     busy.runs["r_1"] = object()
     store.readers[watched.id] = 1
-    time.sleep(0.01)
-    assert store.expire() == [idle.id]
+    assert store.expire(time.monotonic() + 0.01) == [idle.id]
     assert idle.log.closed, "readers of an expired session are woken and end"
     assert store.get(busy.id) is busy and store.get(watched.id) is watched

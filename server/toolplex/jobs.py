@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
@@ -43,6 +43,7 @@ logger = logging.getLogger("toolplex.jobs")
 StartTurn = Callable[[Session, list[dict[str, Any]]], None]
 """``start_turn(session, messages)``: start a ``trigger: "job"`` run with these inputs
 (the agent's; the jobs layer never imports the runner)."""
+T = TypeVar("T")
 
 
 
@@ -170,6 +171,7 @@ class JobManager:
         """Sessions in memory, by id, that completions are delivered to."""
         self._find: Callable[[str], Session | None] = self.sessions.get
         self._deliver: Callable[[Session], None] = self._deliver_here
+        self._deliver_now: Callable[[Session], Awaitable[None]] | None = None
         self._bound: tuple[Mapping[str, Tool], Executor, StartTurn] | None = None
         self.resumers: dict[str, Callable[[Job, dict[str, Any]], Awaitable[None]]] = {}
         """Who polls an adopted ``poll`` job, by the ``resume`` key of its state: after a
@@ -221,7 +223,8 @@ class JobManager:
         return rows
 
     def use(self, store: JobStore, *, sessions: Callable[[str], Session | None] | None = None,
-            deliver: Callable[[Session], None] | None = None) -> None:
+            deliver: Callable[[Session], None] | None = None,
+            deliver_now: Callable[[Session], Awaitable[None]] | None = None) -> None:
         """Keep jobs in ``store`` from now on (a backend's).
 
         Args:
@@ -230,12 +233,15 @@ class JobManager:
             deliver: Starts a session's turn for its waiting completions (default: the
                 agent's run once the session is idle; several processes: whichever takes
                 the session's run lease).
+            deliver_now: ``deliver``, returning once the turn has started (what
+                :meth:`complete_now` awaits; default: ``deliver``).
         """
         self.store = store
         if sessions is not None:
             self._find = sessions
         if deliver is not None:
             self._deliver = deliver
+        self._deliver_now = deliver_now
         self._load()
 
     def _load(self) -> None:
@@ -413,18 +419,70 @@ class JobManager:
         Returns:
             False when the job had already ended (nothing changes).
         """
-        if self.answerers and status == "succeeded" and job_id not in self._answering:
-            row = self.store.job(job_id)
-            answer = None
-            if row is not None and row["via"] == "human" and row["status"] == "pending":
-                answer = self.answerers.get(row["args"].get("resume", ""))
-            if answer is not None and row is not None:
-                # [jobs] a person's answer to an adopted job goes back to who asked; the
-                # job ends when that says so (with the final result, or failed).
-                self._answering.add(job_id)
-                self.executor.supervisor.spawn(
-                    functools.partial(self._answer, answer, row, output))
-                return True
+        if self._asks(job_id, status) and self._answered(self.store.job(job_id), output):
+            return True
+        status, output, error = self._checked(job_id, status, output, error)
+        if not self.store.finish(job_id, status, output, error):
+            return False
+        row = self.store.job(job_id)
+        if not deliver:
+            self.store.mark_delivered([job_id])
+        session = self._ended(row, status, output, error, deliver)
+        if session is not None:
+            self.pump(session)
+        return True
+
+    async def complete_now(self, job_id: str, status: str, *, output: Any = None,
+                           error: dict[str, Any] | None = None) -> bool:
+        """:meth:`complete` for a request handler: a shared store is asked from worker
+        threads (a stalled store must not freeze the event loop), and the turn the
+        completion starts has started when it returns. The job's session is one held in
+        memory (the request loaded it).
+
+        Returns:
+            False when the job had already ended (nothing changes).
+        """
+        io = self.ask
+        if self._asks(job_id, status) and self._answered(await io(self.store.job, job_id),
+                                                         output):
+            return True
+        status, output, error = self._checked(job_id, status, output, error)
+        if not await io(self.store.finish, job_id, status, output, error):
+            return False
+        session = self._ended(await io(self.store.job, job_id), status, output, error, True)
+        if session is not None:
+            if self._deliver_now is not None:
+                await self._deliver_now(session)
+            else:
+                self.pump(session)
+        return True
+
+    async def ask(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)``, a method of the store: from a worker thread when the store is
+        shared (a stalled Redis must not freeze the event loop); else here, as always."""
+        if self.shared:
+            return await anyio.to_thread.run_sync(call, *args)
+        return call(*args)
+
+    def _asks(self, job_id: str, status: str) -> bool:
+        """Whether a person's answer to the job may go back to who asked."""
+        return bool(self.answerers) and status == "succeeded" and job_id not in self._answering
+
+    def _answered(self, row: dict[str, Any] | None, output: Any) -> bool:
+        """Hand a person's answer to an adopted job to who asked; False when it is not one."""
+        answer = None
+        if row is not None and row["via"] == "human" and row["status"] == "pending":
+            answer = self.answerers.get(row["args"].get("resume", ""))
+        if answer is None or row is None:
+            return False
+        # [jobs] a person's answer to an adopted job goes back to who asked; the
+        # job ends when that says so (with the final result, or failed).
+        self._answering.add(row["id"])
+        self.executor.supervisor.spawn(functools.partial(self._answer, answer, row, output))
+        return True
+
+    def _checked(self, job_id: str, status: str, output: Any,
+                 error: dict[str, Any] | None) -> tuple[str, Any, dict[str, Any] | None]:
         # [protocol] valid JSON before it enters the log (and the store): an output with
         # no JSON form, or over the bound on one event, fails the job instead.
         try:
@@ -434,21 +492,20 @@ class JobManager:
         except (UnserializableOutput, EventTooLarge) as exc:
             status, output = "failed", None
             error = classify(exc).to_error()
-        if not self.store.finish(job_id, status, output, error):
-            return False
-        self._held.discard(job_id)
-        row = self.store.job(job_id)
+        return status, output, error
+
+    def _ended(self, row: dict[str, Any] | None, status: str, output: Any,
+               error: dict[str, Any] | None, deliver: bool) -> Session | None:
+        """A job just ended in the store: log it; its session, to pump."""
         assert row is not None
-        if not deliver:
-            self.store.mark_delivered([job_id])
-        else:
+        self._held.discard(row["id"])
+        if deliver:
             self._waiting.add(row["session_id"])
         session = self._find(row["session_id"])
         if session is not None:
-            session.log.append(JobCompleted(job_id=job_id, status=status, output=output,  # type: ignore[arg-type]
-                                            error=error))
-            self.pump(session)
-        return True
+            session.log.append(JobCompleted(job_id=row["id"], status=status,  # type: ignore[arg-type]
+                                            output=output, error=error))
+        return session
 
     async def _answer(self, answer: Callable[[Job, dict[str, Any], Any], Awaitable[None]],
                       row: dict[str, Any], output: Any) -> None:

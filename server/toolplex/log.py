@@ -81,7 +81,7 @@ class EventLog:
             self._visible = min(seq, self._head)
             self._wake()
 
-    def reached(self) -> int:
+    async def reached(self) -> int:
         """The newest seq the session's log has, wherever it is stored: ``head_seq`` here;
         a shared log asks its store (this process's view of it may lag)."""
         return self._head

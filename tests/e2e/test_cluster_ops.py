@@ -194,6 +194,110 @@ class TestAStalledRedis:
         assert slowest < 0.75, f"/metrics took {slowest:.2f} s while Redis was stalled"
 
 
+    async def test_requests_that_need_redis_fail_503_while_other_streams_go_on(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        a, b = cluster(redis_server, 2)
+        sid, token = _session(a)
+        async with Reader(b, sid, token) as reader, httpx.AsyncClient(timeout=30) as client:
+            # A webhook job waiting for its delivery, and an open WebSocket on B.
+            export = await _start(a, sid, token, "export")
+            await reader.until_run_ends(export)
+            job_id = of_type(reader.events, "job.pending")[0]["job_id"]
+            hook = f"{b.http}/v1/webhooks/{job_id}?token={callback_token(SECRET, job_id)}"
+
+            def delivery(webhook_id: str) -> dict[str, Any]:
+                body = json.dumps({"rows": 7}).encode()
+                stamp = int(time.time())
+                return {"content": body, "headers": {
+                    "webhook-id": webhook_id, "webhook-timestamp": str(stamp),
+                    "webhook-signature": sign(SECRET, webhook_id, stamp, body),
+                    "content-type": "application/json"}}
+
+            requests = {
+                "run.start": lambda: client.post(f"{b.http}/v1/sessions/{sid}/runs",
+                                                 json={"input": "tick"}, headers=_auth(token)),
+                "run.cancel": lambda: client.post(
+                    f"{b.http}/v1/sessions/{sid}/runs/r_nope/cancel", headers=_auth(token)),
+                "session": lambda: client.post(f"{b.http}/v1/sessions"),
+                "job status": lambda: client.get(f"{b.http}/v1/jobs/{job_id}",
+                                                 headers=_auth(token)),
+                "webhook": lambda: client.post(hook, **delivery("msg_stalled")),
+            }
+            answers: dict[str, tuple[int, str, float]] = {}
+            done = anyio.Event()
+
+            async def ask(name: str) -> None:
+                began = time.monotonic()
+                answer = await requests[name]()
+                answers[name] = (answer.status_code, answer.json()["error"]["code"],
+                                 time.monotonic() - began)
+                if len(answers) == len(requests) + 1:
+                    done.set()
+
+            async def command() -> None:
+                # run.start on the open WebSocket: its session is held, so the lease is
+                # asked for (and refused by the stalled Redis) in a command.error.
+                began = time.monotonic()
+                await reader.send({"type": "run.start", "input": "tick", "ref": "w1"})
+                assert reader.ws is not None
+                frame = json.loads(await reader.ws.recv())
+                answers["ws run.start"] = (0 if frame["type"] == "command.error" else 1,
+                                           frame["error"]["code"], time.monotonic() - began)
+                if len(answers) == len(requests) + 1:
+                    done.set()
+
+            assert redis_server.process is not None
+            slowest: dict[str, float] = {"metrics": 0.0, "ping": 0.0}
+            os.kill(redis_server.process.pid, signal.SIGSTOP)
+            try:
+                with anyio.fail_after(20):  # each one ends in a socket timeout, not a hang
+                    async with anyio.create_task_group() as tg:
+                        for name in requests:
+                            tg.start_soon(ask, name)
+                        tg.start_soon(command)
+                        while not done.is_set():
+                            for process in (a, b):
+                                began = time.monotonic()
+                                answer = await client.get(f"{process.http}/metrics")
+                                assert answer.status_code == 200
+                                slowest["metrics"] = max(slowest["metrics"],
+                                                         time.monotonic() - began)
+                            assert reader.ws is not None
+                            began = time.monotonic()
+                            await (await reader.ws.ping())
+                            slowest["ping"] = max(slowest["ping"], time.monotonic() - began)
+                            await anyio.sleep(0.05)
+            finally:
+                os.kill(redis_server.process.pid, signal.SIGCONT)
+            assert {name: answer[:2] for name, answer in answers.items()} == {
+                **dict.fromkeys(requests, (503, "store_unavailable")),
+                "ws run.start": (0, "store_unavailable")}, answers
+            # A Redis call blocking the loop waits for its socket timeout (1 s).
+            assert slowest["metrics"] < 0.75 and slowest["ping"] < 0.75, slowest
+
+            # Redis is back: every one of them works again.
+            with anyio.fail_after(LEASE_TTL * 4 + 10):
+                while True:  # (a lease the stalled start asked for may hold a TTL)
+                    started = await requests["run.start"]()
+                    if started.status_code == 202:
+                        break
+                    assert started.status_code == 409, started.text
+                    await anyio.sleep(0.05)
+            run_id = started.json()["run_id"]
+            assert (await reader.until_run_ends(run_id))["outcome"] == "success"
+            assert (await requests["session"]()).status_code == 201
+            cancel = await requests["run.cancel"]()
+            assert cancel.json()["error"]["code"] == "unknown_run", cancel.text
+            status = await requests["job status"]()
+            assert status.status_code == 200 and status.json()["status"] == "pending"
+            delivered = await client.post(hook, **delivery("msg_after"))
+            assert delivered.json() == {"ok": True}, delivered.text
+            await reader.until(lambda e: e["type"] == "run.started" and e["trigger"] == "job")
+            await reader.until_run_ends(reader.events[-1]["run_id"])
+        assert [e["status"] for e in of_type(reader.events, "job.completed")] == ["succeeded"]
+        check_protocol(reader.events, first_seq=1)
+
+
 class TestAToken:
     """A session's token is checked against Redis on every process, every time."""
 

@@ -202,7 +202,8 @@ class TestSessions:
         assert adapter.status_code == 503 and "retry-after" in adapter.headers
         assert len(served.hub.store) == 3
 
-    def test_expired_sessions_are_deleted_from_the_store_and_stay_gone(self, tmp_path) -> None:
+    async def test_expired_sessions_are_deleted_from_the_store_and_stay_gone(
+            self, tmp_path) -> None:
         import sqlite3
         import time
 
@@ -212,7 +213,7 @@ class TestSessions:
         db = str(tmp_path / "toolplex.sqlite")
         settings = Settings(db_path=db, session_idle_ttl=60, max_sessions=2)
         hub = Hub(_agent(), settings)
-        old, kept = hub.create_session(), hub.create_session()
+        old, kept = await hub.create_session(), await hub.create_session()
         old.last_active -= 61
         assert hub.expire_idle() == [old.id]
         assert [r["id"] for r in Store(db).sessions()] == [kept.id]
@@ -222,7 +223,7 @@ class TestSessions:
             raw.execute("UPDATE sessions SET updated = ?", (time.time() - 120,))
         again = Hub(_agent(), settings)
         assert [s.id for s in again.store] == [kept.id]
-        fresh = [again.create_session(), again.create_session()]
+        fresh = [await again.create_session(), await again.create_session()]
         assert {r["id"] for r in Store(db).sessions()} == {s.id for s in fresh}
 
 

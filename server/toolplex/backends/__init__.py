@@ -5,7 +5,8 @@ The layer above the runtime (runner, jobs) and below the server. One
 (one process: logs in memory, sessions and jobs in SQLite) and
 :class:`~toolplex.backends.redis.RedisBackend` (any number of processes on one Redis).
 The server holds one backend and never asks which; this package imports no backend's
-dependencies until that backend is asked for.
+dependencies until that backend is asked for. What a request or a stream waits on is
+async: a stalled store (Redis) fails those requests, never the process's event loop.
 """
 
 from __future__ import annotations
@@ -41,31 +42,40 @@ class Backend(Protocol):
     def bind(self, agent: Agent, sessions: Callable[[str], Session | None]) -> None:
         """Serve ``agent``; ``sessions`` finds a session held in this process's memory."""
 
-    def log_for(self, session_id: str, retain: int) -> EventLog:
+    async def log_for(self, session_id: str, retain: int) -> EventLog:
         """The event log of a new session."""
 
     def restore(self, retain: int) -> list[Session]:
         """The sessions to hold in memory at startup (stored before a restart)."""
 
     def load(self, session_id: str, retain: int) -> Session | None:
-        """A stored session this process does not hold (None when there is none)."""
+        """A stored session this process does not hold (None when there is none); for
+        background work (a sweep, a job's end), which may wait on the store."""
 
-    def token_hash(self, session: Session) -> str | None:
+    async def fetch(self, session_id: str, retain: int) -> Session | None:
+        """:meth:`load` for a request: the event loop never waits on the store."""
+
+    async def token_hash(self, session: Session) -> str | None:
         """The session's token hash as stored now (None: the session was revoked); read
         on every check, so that a token changed on one process holds on all (while the
         store is down, one of :attr:`unreachable` is raised)."""
 
     def save(self, session: Session) -> None:
-        """Persist a session's history and state (it survives a restart)."""
+        """Persist a session's history and state (it survives a restart); called as a run
+        ends (a shared store's backend saves its own runs off the event loop instead)."""
+
+    async def created(self, session: Session) -> None:
+        """Store a new session (its token hash: another process may be asked next)."""
 
     def forget(self, session_id: str) -> None:
         """The session left this process's memory."""
 
-    def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
+    async def conversation(self, kind: str, key: str,
+                           session_id: str | None = None) -> str | None:
         """The session an adapter's conversation id stands for; with ``session_id``, store
         it (across processes the first one stored wins: the id returned is the one to use)."""
 
-    def start(self, run: Run) -> None:
+    async def start(self, run: Run) -> None:
         """Execute ``run`` in this process.
 
         Raises:
@@ -73,14 +83,14 @@ class Backend(Protocol):
                 ``store_unavailable``.
         """
 
-    def cancel_run(self, session: Session, run_id: str) -> None:
+    async def cancel_run(self, session: Session, run_id: str) -> None:
         """Cancel a run that this process does not execute.
 
         Raises:
             ProtocolError: ``unknown_run``, ``store_unavailable``.
         """
 
-    def cancel_call(self, session: Session, call_id: str) -> None:
+    async def cancel_call(self, session: Session, call_id: str) -> None:
         """Cancel a call of a run that this process does not execute.
 
         Raises:

@@ -50,7 +50,7 @@ class LocalBackend:
         else:
             self.jobs = agent.jobs.store
 
-    def log_for(self, session_id: str, retain: int) -> EventLog:
+    async def log_for(self, session_id: str, retain: int) -> EventLog:
         log = EventLog(session_id, retain=retain)
         if self.journal is not None:
             self.journal.follow(log)
@@ -77,11 +77,17 @@ class LocalBackend:
     def load(self, session_id: str, retain: int) -> Session | None:
         return None  # every stored session was restored at startup
 
+    async def fetch(self, session_id: str, retain: int) -> Session | None:
+        return None
+
     def save(self, session: Session) -> None:
         self.jobs.save_session(session.id, session.token_hash, session.history,
                                session.log.head_seq)
 
-    def token_hash(self, session: Session) -> str | None:
+    async def created(self, session: Session) -> None:
+        self.save(session)
+
+    async def token_hash(self, session: Session) -> str | None:
         return session.token_hash  # (one process: what it holds is the truth)
 
     def forget(self, session_id: str) -> None:
@@ -90,21 +96,22 @@ class LocalBackend:
         if self.journal is not None:
             self.journal.forget(session_id)
 
-    def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
+    async def conversation(self, kind: str, key: str,
+                           session_id: str | None = None) -> str | None:
         field = f"{kind}:{key}"
         if session_id is not None:
             self._conversations[field] = session_id  # (the one it stood for expired)
         return self._conversations.get(field)
 
-    def start(self, run: Run) -> None:
+    async def start(self, run: Run) -> None:
         if self._runs is None:
             raise RuntimeError("the app is not running: serve it with its lifespan")
         self._runs.start_soon(run.execute)
 
-    def cancel_run(self, session: Session, run_id: str) -> None:
+    async def cancel_run(self, session: Session, run_id: str) -> None:
         raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
 
-    def cancel_call(self, session: Session, call_id: str) -> None:
+    async def cancel_call(self, session: Session, call_id: str) -> None:
         raise ProtocolError("unknown_call", f"no running call {call_id!r} in this session")
 
     async def healthy(self) -> bool:

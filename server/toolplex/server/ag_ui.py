@@ -78,7 +78,7 @@ def run_input(session: Session, messages: Sequence[Message]) -> str | list[dict[
                       " (or answer the run's interrupts with `resume`)")
 
 
-def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:
+async def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:
     """Complete the human jobs the entries answer; the run their completion starts.
 
     Raises:
@@ -88,14 +88,14 @@ def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:
         raise ProtocolError("run_active", "the thread has a run going; wait for its end")
     for entry in entries:
         if entry.status == "resolved":
-            hub.complete_job(session, entry.interrupt_id, entry.payload)
+            await hub.complete_job(session, entry.interrupt_id, entry.payload)
             continue
-        row = hub.jobs.store.job(entry.interrupt_id)
+        row = await hub.job(entry.interrupt_id)
         if row is None or row["session_id"] != session.id:
             raise ProtocolError("unknown_job", f"no job {entry.interrupt_id!r} in this thread")
         if row["via"] != "human":
             raise ProtocolError("not_human", f"job {entry.interrupt_id} is not a person's")
-        if not hub.jobs.complete(entry.interrupt_id, "cancelled", error={
+        if not await hub.jobs.complete_now(entry.interrupt_id, "cancelled", error={
                 "code": "cancelled", "message": "the person cancelled the request"}):
             raise ProtocolError("job_finished", f"job {entry.interrupt_id} has already ended")
     run = next(iter(session.runs.values()), None)
@@ -104,9 +104,9 @@ def resume(hub: Hub, session: Session, entries: Sequence[ResumeEntry]) -> Run:
     return run  # type: ignore[no-any-return]
 
 
-def answerable(hub: Hub, session: Session, token: str | None) -> bool:
+async def answerable(hub: Hub, session: Session, token: str | None) -> bool:
     """True when ``token`` may answer the session's human jobs: its own, or an API key."""
-    return (hub.store.authorize(session.id, token) is not None
+    return (await hub.store.authorize(session.id, token) is not None
             or api_key_ok(token, hub.settings.api_keys))
 
 
@@ -116,11 +116,11 @@ async def endpoint(request: Request) -> Response:
         hub, body, session = await open_conversation(request, RunAgentInput,
                                                      "a RunAgentInput", "ag-ui", "thread_id")
         head = session.log.head_seq
-        if body.resume and not answerable(hub, session, token_of(request)):
+        if body.resume and not await answerable(hub, session, token_of(request)):
             raise ProtocolError("unauthorized", "answering the thread's interrupts needs its "
                                 "session token (or an API key)")
-        run = (resume(hub, session, body.resume) if body.resume
-               else hub.start_run(session, run_input(session, body.messages)))
+        run = (await resume(hub, session, body.resume) if body.resume
+               else await hub.start_run(session, run_input(session, body.messages)))
     except ProtocolError as exc:
         return refusal(exc)
     encoder, sse = AgUiEncoder(body.thread_id, body.run_id), EventEncoder()

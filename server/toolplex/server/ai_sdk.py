@@ -364,7 +364,7 @@ async def chat(request: Request) -> Response:
         hub, body, session = await open_conversation(request, _ChatRequest,
                                                      "a chat request", "ai-sdk", "id")
         head = session.log.head_seq
-        run = hub.start_run(session, run_input(session, body.messages))
+        run = await hub.start_run(session, run_input(session, body.messages))
     except ProtocolError as exc:
         return refusal(exc)
     return event_stream(hub, _stream(hub, session, run.id, head), HEADERS)
@@ -374,7 +374,7 @@ async def resume_stream(request: Request) -> Response:
     """``GET /v1/ai-sdk/chat/{chat_id}/stream``: replay the active run, or 204."""
     hub: Hub = request.app.state.hub
     try:
-        session = conversations(request).find(hub, "ai-sdk", request.path_params["chat_id"],
+        session = await conversations(request).find(hub, "ai-sdk", request.path_params["chat_id"],
                                               token_of(request))
     except ProtocolError as exc:
         return refusal(exc)

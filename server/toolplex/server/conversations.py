@@ -68,7 +68,7 @@ async def open_conversation(request: Request, model: type[Body], what: str, kind
         body = model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise ProtocolError("bad_input", f"not {what}: {exc.errors()[0]['msg']}") from None
-    session = conversations(request).open(hub, kind, getattr(body, conversation_id),
+    session = await conversations(request).open(hub, kind, getattr(body, conversation_id),
                                           token_of(request))
     return hub, body, session
 
@@ -76,35 +76,35 @@ async def open_conversation(request: Request, model: type[Body], what: str, kind
 class Conversations:
     """Client-chosen conversation ids (per adapter) and the sessions they stand for."""
 
-    def find(self, hub: Hub, kind: str, key: str, token: str | None) -> Session | None:
+    async def find(self, hub: Hub, kind: str, key: str, token: str | None) -> Session | None:
         """The session for ``key``, or None when there is none.
 
         Raises:
             ProtocolError: ``unauthorized``: ``key`` is a session id, ``token`` not its token.
         """
         keyed = api_key_ok(token, hub.settings.api_keys)
-        if hub.store.get(key) is not None:
-            session = hub.store.get(key) if keyed else hub.store.authorize(key, token)
+        if await hub.store.fetch(key) is not None:
+            session = await hub.store.fetch(key) if keyed else await hub.store.authorize(key, token)
             if session is None:
                 raise ProtocolError("unauthorized", "missing or invalid session token")
             return session
         if hub.settings.api_keys and not keyed:
             raise ProtocolError("unauthorized", "missing or invalid API key")
-        session_id = hub.backend.conversation(kind, key)  # (opened on any process)
-        return hub.store.get(session_id) if session_id is not None else None
+        session_id = await hub.backend.conversation(kind, key)  # (opened on any process)
+        return await hub.store.fetch(session_id) if session_id is not None else None
 
-    def open(self, hub: Hub, kind: str, key: str, token: str | None) -> Session:
+    async def open(self, hub: Hub, kind: str, key: str, token: str | None) -> Session:
         """The session for ``key``, created on first use.
 
         Raises:
             ProtocolError: ``unauthorized``: ``key`` is a session id, ``token`` not its token.
         """
-        session = self.find(hub, kind, key, token)
+        session = await self.find(hub, kind, key, token)
         if session is None:
-            session = hub.create_session()
+            session = await hub.create_session()
             # Two processes opening one conversation at once: the first id stored wins.
-            session_id = hub.backend.conversation(kind, key, session.id)
-            session = (hub.store.get(session_id) if session_id else None) or session
+            session_id = await hub.backend.conversation(kind, key, session.id)
+            session = (await hub.store.fetch(session_id) if session_id else None) or session
         return session
 
 

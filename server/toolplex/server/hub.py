@@ -63,7 +63,7 @@ class Hub:
         except ProtocolError as exc:
             logger.error("session not saved: %s", exc.message, extra={"session_id": session.id})
 
-    def create_session(self) -> Session:
+    async def create_session(self) -> Session:
         """A new session whose log feeds the metrics.
 
         Raises:
@@ -75,13 +75,13 @@ class Hub:
             if len(self.store) >= self.settings.max_sessions:
                 raise ProtocolError("too_many_sessions", f"{len(self.store)} sessions are "
                                     "live, the most this server holds; retry later")
-        session = self.store.create()
+        session = await self.store.create()
         self._adopt(session)
-        self.backend.save(session)
+        await self.backend.created(session)
         logger.info("session created", extra={"session_id": session.id})
         return session
 
-    def start_run(self, session: Session, input: Any) -> Run:
+    async def start_run(self, session: Session, input: Any) -> Run:
         """Start a run; one run at a time per session.
 
         Raises:
@@ -93,11 +93,11 @@ class Hub:
             active = next(iter(session.runs))
             raise ProtocolError("run_active", f"run {active} is still going; cancel it first")
         run = Run(self.agent, session, input, "user")
-        self.backend.start(run)
+        await self.backend.start(run)
         logger.info("run started", extra={"session_id": session.id, "run_id": run.id})
         return run
 
-    def cancel_run(self, session: Session, run_id: str) -> None:
+    async def cancel_run(self, session: Session, run_id: str) -> None:
         """Cancel a run of the session.
 
         Raises:
@@ -107,9 +107,9 @@ class Hub:
         if run is not None:
             run.cancel()
         else:
-            self.backend.cancel_run(session, run_id)
+            await self.backend.cancel_run(session, run_id)
 
-    def cancel_call(self, session: Session, call_id: str) -> None:
+    async def cancel_call(self, session: Session, call_id: str) -> None:
         """Cancel one running call.
 
         Raises:
@@ -117,20 +117,25 @@ class Hub:
         """
         call = session.calls.get(call_id)
         if call is None:
-            self.backend.cancel_call(session, call_id)
+            await self.backend.cancel_call(session, call_id)
         elif not call.cancel("user"):
             raise ProtocolError("unknown_call", f"no running call {call_id!r} in this session")
 
-    def session_of_job(self, job_id: str, token: str | None) -> Session | None:
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        """A job row, read from a worker thread when the store is shared (a stalled
+        Redis must not freeze the event loop)."""
+        return await self.jobs.ask(self.jobs.store.job, job_id)
+
+    async def session_of_job(self, job_id: str, token: str | None) -> Session | None:
         """The session owning a job if ``token`` is its token, else None.
 
         [protocol] an unknown job and a wrong token look the same (None): a refusal
         reveals nothing about which jobs exist.
         """
-        row = self.jobs.store.job(job_id)
-        return self.store.authorize(row["session_id"] if row else "", token)
+        row = await self.job(job_id)
+        return await self.store.authorize(row["session_id"] if row else "", token)
 
-    def cursor(self, session: Session, raw: object) -> int:
+    async def cursor(self, session: Session, raw: object) -> int:
         """A reader's resume cursor, by the one rule WebSocket and SSE share.
 
         [protocol] a cursor is a seq the session has reached: an integer from 0 to the
@@ -146,39 +151,39 @@ class Hub:
         value = int(text)
         head = session.log.head_seq
         if value > head:
-            head = session.log.reached()  # (with Redis, this process's view may lag)
+            head = await session.log.reached()  # (with Redis, this process's view may lag)
         if value > head:
             raise ProtocolError("bad_cursor", f"cursor {value} is beyond the log's head "
                                 f"({head}): resume from a seq you received")
         return value
 
-    def complete_job(self, session: Session, job_id: str, output: Any) -> None:
+    async def complete_job(self, session: Session, job_id: str, output: Any) -> None:
         """A person finishes a human-in-the-loop job of this session.
 
         Raises:
             ProtocolError: ``unknown_job``, ``not_human`` or ``job_finished``.
         """
-        row = self.jobs.store.job(job_id)
+        row = await self.job(job_id)
         if row is None or row["session_id"] != session.id:
             raise ProtocolError("unknown_job", f"no job {job_id!r} in this session")
         if row["via"] != "human":
             raise ProtocolError("not_human", f"job {job_id} is finished by {row['via']}")
-        if not self.jobs.complete(job_id, "succeeded", output=output):
+        if not await self.jobs.complete_now(job_id, "succeeded", output=output):
             raise ProtocolError("job_finished", f"job {job_id} has already ended")
 
-    def execute(
+    async def execute(
         self, session: Session, command: RunStart | RunCancel | ToolCancel | JobComplete | Subscribe
     ) -> dict[str, Any]:
         """Carry out a command (all but ``subscribe``, which belongs to the transport)."""
         session.touch()
         if isinstance(command, RunStart):
-            return {"run_id": self.start_run(session, command.input).id}
+            return {"run_id": (await self.start_run(session, command.input)).id}
         if isinstance(command, RunCancel):
-            self.cancel_run(session, command.run_id)
+            await self.cancel_run(session, command.run_id)
         elif isinstance(command, ToolCancel):
-            self.cancel_call(session, command.call_id)
+            await self.cancel_call(session, command.call_id)
         elif isinstance(command, JobComplete):
-            self.complete_job(session, command.job_id, command.output)
+            await self.complete_job(session, command.job_id, command.output)
         return {}
 
     async def serve(self, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,8 +37,8 @@ def _refused() -> JSONResponse:
     return error_response("unauthorized", "missing or invalid session token")
 
 
-def _session(request: Request) -> Session | None:
-    return _hub(request).store.authorize(request.path_params["session_id"], token_of(request))
+async def _session(request: Request) -> Session | None:
+    return await _hub(request).store.authorize(request.path_params["session_id"], token_of(request))
 
 
 async def _body(request: Request) -> Any:
@@ -57,7 +58,7 @@ async def create_session(request: Request) -> Response:
     if keys and not api_key_ok(token_of(request), keys):
         return error_response("unauthorized", "missing or invalid API key")
     try:
-        session = _hub(request).create_session()
+        session = await _hub(request).create_session()
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     return JSONResponse({"session_id": session.id, "token": session.token}, status_code=201)
@@ -66,12 +67,12 @@ async def create_session(request: Request) -> Response:
 async def events(request: Request) -> Response:
     """``GET /v1/sessions/{id}/events``: SSE tail from Last-Event-ID or ``?after=``."""
     hub = _hub(request)
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _refused()
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
-        after = hub.cursor(session, raw.strip())
+        after = await hub.cursor(session, raw.strip())
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
 
@@ -95,7 +96,7 @@ async def events(request: Request) -> Response:
 async def start_run(request: Request) -> Response:
     """``POST /v1/sessions/{id}/runs``: 202 ``{run_id}``, or the run's events as SSE."""
     hub = _hub(request)
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _refused()
     try:
@@ -103,7 +104,7 @@ async def start_run(request: Request) -> Response:
         command = parse_command({**body, "type": "run.start"} if isinstance(body, dict) else body)
         assert isinstance(command, RunStart)
         head = session.log.head_seq
-        run = hub.start_run(session, command.input)
+        run = await hub.start_run(session, command.input)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     if "text/event-stream" not in request.headers.get("accept", ""):
@@ -122,11 +123,11 @@ async def start_run(request: Request) -> Response:
 
 async def _command(request: Request, data: dict[str, Any]) -> Response:
     """Carry out a command for the request's session, as the WebSocket would."""
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _refused()
     try:
-        _hub(request).execute(session, parse_command(data))
+        await _hub(request).execute(session, parse_command(data))
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     return JSONResponse({"ok": True}, status_code=202)
@@ -149,14 +150,14 @@ async def complete_job(request: Request) -> Response:
     hub = _hub(request)
     try:
         # The token is checked before a byte of the body is read.
-        session = hub.session_of_job(request.path_params["job_id"], token_of(request))
+        session = await hub.session_of_job(request.path_params["job_id"], token_of(request))
         if session is None:
             return _refused()
         body = await _body(request)
         command = parse_command({"output": body.get("output") if isinstance(body, dict) else body,
                                  "type": "job.complete", "job_id": request.path_params["job_id"]})
         assert isinstance(command, JobComplete)
-        hub.complete_job(session, command.job_id, command.output)
+        await hub.complete_job(session, command.job_id, command.output)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     return JSONResponse({"ok": True}, status_code=202)
@@ -195,12 +196,12 @@ async def job_status(request: Request) -> Response:
     hub = _hub(request)
     job_id = request.path_params["job_id"]
     try:
-        session = hub.session_of_job(job_id, token_of(request))
+        session = await hub.session_of_job(job_id, token_of(request))
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     if session is None:
         return _refused()
-    row = hub.jobs.store.job(job_id)
+    row = await hub.job(job_id)
     assert row is not None
     return JSONResponse(status_of(row))
 
@@ -230,7 +231,7 @@ async def webhook(request: Request) -> Response:
     except WebhookRefused as exc:
         # [protocol] forged, unsigned or stale: 401, and nothing changes.
         return error_response("bad_signature", str(exc), 401)
-    row = hub.jobs.store.job(job_id)
+    row = await hub.job(job_id)
     if row is None:
         return error_response("unknown_job", f"no job {job_id!r}")
     if row["via"] != "webhook":
@@ -240,26 +241,31 @@ async def webhook(request: Request) -> Response:
         body = loads(raw) if raw.strip() else None
     except ProtocolError as exc:
         return error_response(exc.code, f"the webhook body: {exc.message}")
-    if not hub.jobs.store.first_webhook(webhook_id, job_id):
+    # From worker threads when the store is shared: a stalled Redis fails the delivery
+    # (503: the partner retries), it does not freeze the event loop.
+    store, io = hub.jobs.store, hub.jobs.ask
+    if not await io(store.first_webhook, webhook_id, job_id):
         return JSONResponse({"ok": True, "replayed": True})
     applied = False
     try:
         if row["status"] in OPEN:
-            applied = _apply(hub, job_id, body)
+            await hub.store.fetch(row["session_id"])  # (held here: job.completed is logged)
+            applied = await _apply(hub, job_id, body)
     finally:
         if not applied:
-            hub.jobs.store.forget_webhook(webhook_id)  # [webhooks] recorded once applied only
+            with anyio.CancelScope(shield=True):  # [webhooks] recorded once applied only
+                await io(store.forget_webhook, webhook_id)
     if not applied:
         return error_response("job_finished", f"job {job_id} has already ended")
     return JSONResponse({"ok": True})
 
 
-def _apply(hub: Hub, job_id: str, body: Any) -> bool:
+async def _apply(hub: Hub, job_id: str, body: Any) -> bool:
     """Complete a job from a webhook's body (``{"error": ...}`` fails it)."""
     if isinstance(body, dict) and isinstance(body.get("error"), (dict, str)):
         error = body["error"]
         error = error if isinstance(error, dict) else {"message": error}
-        return hub.jobs.complete(job_id, "failed", error={
+        return await hub.jobs.complete_now(job_id, "failed", error={
             "code": str(error.get("code", "job_failed")),
             "message": str(error.get("message", "the external service reported a failure"))})
-    return hub.jobs.complete(job_id, "succeeded", output=body)
+    return await hub.jobs.complete_now(job_id, "succeeded", output=body)

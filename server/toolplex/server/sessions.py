@@ -45,28 +45,40 @@ class SessionStore:
         while any(self.readers.values()):
             await self._no_readers.wait()
 
-    def create(self) -> Session:
+    async def create(self) -> Session:
         """A new session with a fresh token."""
         session = Session(retain=self.retain)
-        session.log = self.backend.log_for(session.id, self.retain)
+        session.log = await self.backend.log_for(session.id, self.retain)
         self._sessions[session.id] = session
         return session
 
     def get(self, session_id: str) -> Session | None:
-        """The session, without any token check (internal use); one stored but not held
-        in this process is loaded from the backend."""
+        """The session, without any token check (internal use: background work); one
+        stored but not held in this process is loaded from the backend."""
         session = self._sessions.get(session_id)
         if session is None:
-            session = self.backend.load(session_id, self.retain)
-            if session is not None:
-                self._sessions[session_id] = session
-                self._adopt(session)
+            session = self._held(session_id, self.backend.load(session_id, self.retain))
         return session
 
-    def authorize(self, session_id: str, token: str | None) -> Session | None:
+    async def fetch(self, session_id: str) -> Session | None:
+        """:meth:`get` for a request: the event loop never waits on the backend's store."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._held(session_id, await self.backend.fetch(session_id, self.retain))
+        return session
+
+    def _held(self, session_id: str, loaded: Session | None) -> Session | None:
+        held = self._sessions.get(session_id)  # (another request may have loaded it since)
+        if held is not None or loaded is None:
+            return held
+        self._sessions[session_id] = loaded
+        self._adopt(loaded)
+        return loaded
+
+    async def authorize(self, session_id: str, token: str | None) -> Session | None:
         """The session if ``token`` is its token, else None."""
-        session = self.get(session_id)
-        current = self.backend.token_hash(session) if session is not None else None
+        session = await self.fetch(session_id)
+        current = await self.backend.token_hash(session) if session is not None else None
         expected = current or "0" * 64
         ok = hmac.compare_digest(hash_token(token or "").encode(), expected.encode())
         if not ok or session is None or current is None:

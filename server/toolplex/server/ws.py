@@ -124,9 +124,9 @@ class _Connection:
                 ref = data["ref"]
             command = parse_command(data)
             if isinstance(command, Subscribe):
-                self.subscribe(tg, self.hub.cursor(self.session, command.after))
+                self.subscribe(tg, await self.hub.cursor(self.session, command.after))
                 return
-            result = self.hub.execute(self.session, command)
+            result = await self.hub.execute(self.session, command)
             if ref is not None:
                 # [protocol] an accepted command with a ref is answered command.ok (not logged).
                 await self.send({"type": "command.ok", "ref": ref, **result})
@@ -155,7 +155,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if not origin_allowed(ws, hub.settings.origins):
         await ws.close(code=CLOSE_POLICY)  # before accept: the handshake is refused
         return
-    session = hub.store.authorize(ws.path_params["session_id"], token_of(ws))
+    session = await hub.store.authorize(ws.path_params["session_id"], token_of(ws))
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     if session is None:
@@ -172,7 +172,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             # [protocol] no cursor is not silence: stream.hello, the retained log, then
             # live, as after=0 (a later subscribe moves the cursor).
             try:
-                conn.subscribe(tg, hub.cursor(session, ws.query_params.get("after", "0")))
+                conn.subscribe(tg, await hub.cursor(session, ws.query_params.get("after", "0")))
             except ProtocolError as exc:
                 # [protocol] the same rule as SSE's 400; the connection stays open for
                 # a `subscribe` with a good cursor.

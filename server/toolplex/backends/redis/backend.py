@@ -7,6 +7,11 @@ died) and ends them with ``run.error`` ``owner_lost``, giving each still-open ca
 ``tool.error`` of the same code: one terminal event each, as PROTOCOL.md asks.
 Commands for a run owned elsewhere travel on the ``tp:cmd`` channel to its owner; a
 job's completion starts its turn on whichever process takes the session's lease first.
+
+No request and no stream waits on Redis on the event loop: simple commands go through
+redis-py's asyncio client, the Lua scripts and pipelines already written for the
+synchronous client run in a worker thread. A stalled Redis fails those requests (503
+``store_unavailable`` in its socket timeout) and freezes nothing else.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .keys import (
     async_client,
     decoded,
     entries,
+    lease_key,
     session_key,
 )
 from .lease import Leases, Orphan
@@ -88,14 +94,14 @@ class RedisBackend:
     def bind(self, agent: Agent, sessions: Callable[[str], Session | None]) -> None:
         self._agent = agent
         self._sessions = sessions
-        agent.jobs.use(self.store, sessions=sessions, deliver=self.pump)
+        agent.jobs.use(self.store, sessions=sessions, deliver=self.pump, deliver_now=self.pump_now)
         agent.jobs.worker_ttl = self.lease_ttl  # a dead process's job, like its run
 
     # -- sessions -------------------------------------------------------------------
 
-    def log_for(self, session_id: str, retain: int) -> EventLog:
+    async def log_for(self, session_id: str, retain: int) -> EventLog:
         try:
-            return self.logs.log_for(session_id, retain)
+            return await self.logs.follow(session_id, retain)
         except UNREACHABLE:
             raise unavailable() from None
 
@@ -104,34 +110,49 @@ class RedisBackend:
 
     def load(self, session_id: str, retain: int) -> Session | None:
         """A session another process created (or this one forgot), from Redis."""
-        row = self.store.session(session_id)
+        session = self._session(session_id, retain, self.store.session(session_id))
+        if session is not None:
+            session.log = self.logs.log_for(session_id, session.retain)
+        return session
+
+    async def fetch(self, session_id: str, retain: int) -> Session | None:
+        """:meth:`load` from worker threads (while Redis is down its error reaches the
+        app's handler: 503 ``store_unavailable``)."""
+        row = await anyio.to_thread.run_sync(self.store.session, session_id)
+        session = self._session(session_id, retain, row)
+        if session is not None:
+            session.log = await self.logs.follow(session_id, session.retain)
+        return session
+
+    def _session(self, session_id: str, retain: int,
+                 row: dict[str, Any] | None) -> Session | None:
         if row is None:
             return None
         session = Session(id=session_id, token=None, token_hash=row["token_hash"],
                           retain=retain, history=row["history"])
         self._restore_breakers(session, row["breakers"])
-        session.log = self.logs.log_for(session_id, session.retain)
         return session
 
-    def token_hash(self, session: Session) -> str | None:
+    async def token_hash(self, session: Session) -> str | None:
         """Read through: another process may have changed or revoked the token (while
         Redis is down its error reaches the app's handler: 503 ``store_unavailable``)."""
-        found: str | None = decoded(self.redis.hget(session_key(session.id), "token_hash"))
+        found: str | None = decoded(await self.aio.hget(session_key(session.id), "token_hash"))
         return found
 
     def forget(self, session_id: str) -> None:
         self.logs.forget(session_id)
 
-    def conversation(self, kind: str, key: str, session_id: str | None = None) -> str | None:
+    async def conversation(self, kind: str, key: str,
+                           session_id: str | None = None) -> str | None:
         field = f"{kind}:{key}"
-        if session_id is not None and self.redis.hsetnx(CONVERSATIONS, field, session_id):
+        if session_id is not None and await self.aio.hsetnx(CONVERSATIONS, field, session_id):
             return session_id
-        found: str | None = decoded(self.redis.hget(CONVERSATIONS, field))
+        found: str | None = decoded(await self.aio.hget(CONVERSATIONS, field))
         return found
 
-    def refresh(self, session: Session) -> None:
+    async def refreshed(self, session: Session) -> None:
         """Take the stored history and breakers (the last run may have run elsewhere)."""
-        row = self.store.session(session.id)
+        row = await anyio.to_thread.run_sync(self.store.session, session.id)
         if row is not None:
             session.history = row["history"]
             self._restore_breakers(session, row["breakers"])
@@ -142,6 +163,10 @@ class RedisBackend:
         if owned is not None and owned[0].finished.is_set():
             return  # its run's end: saved from a worker thread before the lease goes
         self._save(session)
+
+    async def created(self, session: Session) -> None:
+        """Store a new session (from a worker thread)."""
+        await anyio.to_thread.run_sync(self._save, session)
 
     def _save(self, session: Session) -> None:
         breakers = {name: b.snapshot() for name, b in session.breakers.items()}
@@ -159,7 +184,7 @@ class RedisBackend:
 
     # -- runs -----------------------------------------------------------------------
 
-    def start(self, run: Run) -> None:
+    async def start(self, run: Run) -> None:
         """Execute ``run`` here if its session's lease is free.
 
         Raises:
@@ -168,33 +193,41 @@ class RedisBackend:
         """
         session = run.session
         lease: str | Orphan | None = None
-        try:
-            lease = self.leases.take(session.id, run.id)
-            if isinstance(lease, Orphan):
-                self._sweep_soon(lease)
-                raise ProtocolError("run_active", "the session's last run stopped with its "
-                                    "process and is being ended; try again shortly")
-            if lease is None:
-                owner = self.leases.owner(session.id)
-                active = owner["run"] if owner else "another run"
-                raise ProtocolError("run_active",
-                                    f"run {active} is still going; cancel it first")
-            self.refresh(session)
-        except UNREACHABLE:
-            session.runs.pop(run.id, None)
-            self._give_back(session.id, lease)  # (a 503 must not hold the session a TTL)
-            raise unavailable() from None
-        except ProtocolError:
-            session.runs.pop(run.id, None)
-            raise
-        self._launch(run, lease)
+        # Shielded: every step ends in Redis's socket timeout, and a request cancelled
+        # half-way would leave the run in session.runs with its lease taken.
+        with anyio.CancelScope(shield=True):
+            try:
+                lease = await anyio.to_thread.run_sync(self.leases.take, session.id, run.id)
+                if isinstance(lease, Orphan):
+                    self._sweep_soon(lease)
+                    raise ProtocolError("run_active", "the session's last run stopped with "
+                                        "its process and is being ended; try again shortly")
+                if lease is None:
+                    owner = await self._owner(session.id)
+                    active = owner["run"] if owner else "another run"
+                    raise ProtocolError("run_active",
+                                        f"run {active} is still going; cancel it first")
+                await self.refreshed(session)
+            except UNREACHABLE:
+                session.runs.pop(run.id, None)
+                await self._give_back(session.id, lease)  # (a 503 must not hold it a TTL)
+                raise unavailable() from None
+            except ProtocolError:
+                session.runs.pop(run.id, None)
+                raise
+            self._launch(run, lease)
 
-    def _give_back(self, session_id: str, lease: str | Orphan | None) -> None:
+    async def _give_back(self, session_id: str, lease: str | Orphan | None) -> None:
         if isinstance(lease, str):
             try:
-                self.leases.give_back(session_id, lease)
+                await anyio.to_thread.run_sync(self.leases.give_back, session_id, lease)
             except UNREACHABLE:
                 pass  # it expires; a sweeper finds the run ended (or ends it)
+
+    async def _owner(self, session_id: str) -> dict[str, Any] | None:
+        """:meth:`.Leases.owner` through the asyncio client."""
+        value = await self.aio.get(lease_key(session_id))
+        return json.loads(value) if value else None
 
     def _launch(self, run: Run, lease: str) -> None:
         if self._runs is None:
@@ -226,48 +259,49 @@ class RedisBackend:
                 log = session.log
                 if isinstance(log, SharedLog) and log.fence is not None and log.fence[0] == run.id:
                     log.fence = None
-                self._give_back(session.id, lease)
-        await self._pump(session)
+                await self._give_back(session.id, lease)
+        await self.pump_now(session)
 
     def pump(self, session: Session) -> None:
-        """Start the session's job turn now if completions wait for it and its run lease
-        is free (whichever process takes the lease first delivers them; the run that
-        holds it pumps again as it ends)."""
-        try:
-            if self._closing or session.runs or not self.store.has_undelivered(session.id):
-                return
-        except UNREACHABLE:
-            return  # the completions stay undelivered; the next pump delivers them
-        run = Run(self.agent, session, [], "job")
-        lease: str | Orphan | None = None
-        rows: list[dict[str, Any]] = []
-        try:
-            lease = self.leases.take(session.id, run.id)
-            if isinstance(lease, str):
-                # History first: a refresh that fails leaves the completions undelivered.
-                self.refresh(session)
-                rows = self.store.take_undelivered(session.id)
-        except UNREACHABLE:
-            rows = []  # the completions stay undelivered; the next pump delivers them
-        if isinstance(lease, Orphan):
-            self._sweep_soon(lease)  # (its sweeper pumps once the dead run has ended)
-        if not rows or not isinstance(lease, str):
-            self._give_back(session.id, lease)
-            session.runs.pop(run.id, None)
-            return
-        run.input = [completion_message(row) for row in rows]
-        self._launch(run, lease)
+        """Start the session's job turn soon if completions wait for it and its run lease
+        is free (whichever process takes the lease first delivers them; a run this
+        process owns pumps again as it ends). Redis is asked from a task of its own."""
+        if self._runs is not None and not (self._closing or session.runs
+                                           or session.id in self.owned):
+            self._runs.start_soon(self.pump_now, session)
 
-    async def _pump(self, session: Session) -> None:
-        """:meth:`pump`, asking Redis whether completions wait from a worker thread."""
+    async def pump_now(self, session: Session) -> None:
+        """:meth:`pump`, returning once the turn has started (or nothing waits for one)."""
         if self._closing or session.runs:
             return
         try:
             waiting = await anyio.to_thread.run_sync(self.store.has_undelivered, session.id)
         except UNREACHABLE:
             return  # the completions stay undelivered; the next pump delivers them
-        if waiting:
-            self.pump(session)
+        if not waiting or self._closing or session.runs:
+            return
+        run = Run(self.agent, session, [], "job")
+        lease: str | Orphan | None = None
+        rows: list[dict[str, Any]] = []
+        # Shielded, as in start: the run is in session.runs until it launches or goes.
+        with anyio.CancelScope(shield=True):
+            try:
+                lease = await anyio.to_thread.run_sync(self.leases.take, session.id, run.id)
+                if isinstance(lease, str):
+                    # History first: a refresh that fails leaves the completions undelivered.
+                    await self.refreshed(session)
+                    rows = await anyio.to_thread.run_sync(self.store.take_undelivered,
+                                                          session.id)
+            except UNREACHABLE:
+                rows = []  # the completions stay undelivered; the next pump delivers them
+            if isinstance(lease, Orphan):
+                self._sweep_soon(lease)  # (its sweeper pumps once the dead run has ended)
+            if not rows or not isinstance(lease, str):
+                await self._give_back(session.id, lease)
+                session.runs.pop(run.id, None)
+                return
+            run.input = [completion_message(row) for row in rows]
+            self._launch(run, lease)
 
     def _store_down(self) -> None:
         """Redis stopped answering: fail this process's runs clearly rather than let
@@ -312,9 +346,9 @@ class RedisBackend:
                 for session_id in await anyio.to_thread.run_sync(self.store.waiting):
                     session = self._sessions(session_id)
                     if session is not None:
-                        await self._pump(session)
+                        await self.pump_now(session)
                     else:  # the session expired: nobody left to tell
-                        self.redis.srem(WAITING, session_id)
+                        await self.aio.srem(WAITING, session_id)
             except UNREACHABLE:
                 continue
 
@@ -330,16 +364,17 @@ class RedisBackend:
             return
         self._sweeping.add(orphan.session_id)
         try:
-            sweep = self.leases.claim(orphan)
+            sweep = await anyio.to_thread.run_sync(self.leases.claim, orphan)
             if sweep is None:
                 return
             try:
                 await self._end_lost(orphan.session_id, orphan.value)
             finally:
-                self._give_back(orphan.session_id, sweep)
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(orphan.session_id, sweep)
             session = self._sessions(orphan.session_id)
             if session is not None:
-                await self._pump(session)
+                await self.pump_now(session)
         except UNREACHABLE:
             pass  # the next sweep tries again
         finally:
@@ -389,36 +424,36 @@ class RedisBackend:
 
     # -- commands -------------------------------------------------------------------
 
-    def cancel_run(self, session: Session, run_id: str) -> None:
+    async def cancel_run(self, session: Session, run_id: str) -> None:
         """Ask the process owning ``run_id`` to cancel it.
 
         Raises:
             ProtocolError: ``unknown_run``, ``store_unavailable``.
         """
         try:
-            owner = self.leases.owner(session.id)
+            owner = await self._owner(session.id)
             if owner is None or owner["run"] != run_id:
                 raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
-            self._send(session.id, {"type": "run.cancel", "run_id": run_id})
+            await self._send(session.id, {"type": "run.cancel", "run_id": run_id})
         except UNREACHABLE:
             raise unavailable() from None
 
-    def cancel_call(self, session: Session, call_id: str) -> None:
+    async def cancel_call(self, session: Session, call_id: str) -> None:
         """Ask the process running the session's run to cancel ``call_id``.
 
         Raises:
             ProtocolError: ``unknown_call`` (no run of the session going elsewhere).
         """
         try:
-            owner = self.leases.owner(session.id)
+            owner = await self._owner(session.id)
             if owner is None or owner["owner"] == self.process:
                 raise ProtocolError("unknown_call",
                                     f"no running call {call_id!r} in this session")
-            self._send(session.id, {"type": "tool.cancel", "call_id": call_id})
+            await self._send(session.id, {"type": "tool.cancel", "call_id": call_id})
         except UNREACHABLE:
             raise unavailable() from None
 
-    def _send(self, session_id: str, command: dict[str, Any]) -> None:
+    async def _send(self, session_id: str, command: dict[str, Any]) -> None:
         """Store a command for the session's run, then tell its owner.
 
         A published message reaches only the processes subscribed at that moment (an
@@ -427,11 +462,11 @@ class RedisBackend:
         """
         key = session_key(session_id, "commands")
         payload = json.dumps(command, sort_keys=True)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.aio.pipeline(transaction=True)
         pipe.hset(key, payload, "1")
         pipe.expire(key, max(60, int(self.lease_ttl * 6)))
         pipe.publish(COMMANDS, json.dumps({"session_id": session_id, **command}))
-        pipe.execute()
+        await pipe.execute()
 
     def _on_command(self, session_id: str, command: dict[str, Any]) -> bool:
         """Carry out a command if this process owns the session's run; True when done."""

@@ -36,6 +36,7 @@ from .. import unavailable
 from .keys import (
     CHANGES,
     UNREACHABLE,
+    Entry,
     async_client,
     decoded,
     entries,
@@ -95,18 +96,19 @@ class SharedLog(EventLog):
         """``(run_id, lease)`` while this process owns a run of the session: that run's
         events are written only while the lease holds."""
 
-    def reached(self) -> int:
+    async def reached(self) -> int:
         """The seq Redis's counter is at (another process may have appended since the
-        tailer last ran).
+        tailer last ran); asked from a worker thread, so a stalled Redis freezes no stream.
 
         Raises:
             ProtocolError: ``store_unavailable``.
         """
+        key = session_key(self.session_id, "seq")
         try:
-            return max(self.head_seq,
-                       int(self._logs.sync.get(session_key(self.session_id, "seq")) or 0))
+            stored = await anyio.to_thread.run_sync(self._logs.sync.get, key)
         except UNREACHABLE:
             raise unavailable() from None
+        return max(self.head_seq, int(stored or 0))
 
     def append(self, event: BaseEvent, *, fenced: bool = True) -> BaseEvent:
         """Queue the event for Redis; ``fenced=False`` for the sweeper's terminal events
@@ -243,14 +245,31 @@ class SharedLogs:
         log = self.logs.get(session_id)
         if log is not None:
             return log
-        log = SharedLog(session_id, self, retain=retain)
+        return self._install(session_id, retain, self._read(session_id, retain))
+
+    async def follow(self, session_id: str, retain: int) -> SharedLog:
+        """:meth:`log_for`, reading the stream from a worker thread (a stalled Redis must
+        not freeze the event loop)."""
+        log = self.logs.get(session_id)
+        if log is not None:
+            return log
+        stored = await anyio.to_thread.run_sync(self._read, session_id, retain)
+        # (another request may have loaded it meanwhile: one window per session)
+        return self.logs.get(session_id) or self._install(session_id, retain, stored)
+
+    def _read(self, session_id: str, retain: int) -> list[Entry] | int:
+        """The stream's last ``retain`` entries, or when it has none, its seq counter."""
         stored = entries(self.sync.xrevrange(session_key(session_id, "log"), count=retain))
-        if stored:
+        return stored or int(self.sync.get(session_key(session_id, "seq")) or 0)
+
+    def _install(self, session_id: str, retain: int, stored: list[Entry] | int) -> SharedLog:
+        log = SharedLog(session_id, self, retain=retain)
+        if isinstance(stored, int):
+            log._head = stored
+        else:
             log._head = entry_seq(stored[-1][0]) - 1
             for entry_id, fields in reversed(stored):
                 log.insert(_event(entry_id, fields))
-        else:
-            log._head = int(self.sync.get(session_key(session_id, "seq")) or 0)
         self.logs[session_id] = log
         return log
 
