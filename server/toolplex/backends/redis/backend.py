@@ -41,7 +41,6 @@ from .keys import (
     async_client,
     decoded,
     entries,
-    lease_key,
     session_key,
 )
 from .lease import Leases, Orphan
@@ -150,7 +149,7 @@ class RedisBackend:
         found: str | None = decoded(await self.aio.hget(CONVERSATIONS, field))
         return found
 
-    async def refreshed(self, session: Session) -> None:
+    async def refresh(self, session: Session) -> None:
         """Take the stored history and breakers (the last run may have run elsewhere)."""
         row = await anyio.to_thread.run_sync(self.store.session, session.id)
         if row is not None:
@@ -203,11 +202,11 @@ class RedisBackend:
                     raise ProtocolError("run_active", "the session's last run stopped with "
                                         "its process and is being ended; try again shortly")
                 if lease is None:
-                    owner = await self._owner(session.id)
+                    owner = await self.leases.owner(self.aio, session.id)
                     active = owner["run"] if owner else "another run"
                     raise ProtocolError("run_active",
                                         f"run {active} is still going; cancel it first")
-                await self.refreshed(session)
+                await self.refresh(session)
             except UNREACHABLE:
                 session.runs.pop(run.id, None)
                 await self._give_back(session.id, lease)  # (a 503 must not hold it a TTL)
@@ -223,11 +222,6 @@ class RedisBackend:
                 await anyio.to_thread.run_sync(self.leases.give_back, session_id, lease)
             except UNREACHABLE:
                 pass  # it expires; a sweeper finds the run ended (or ends it)
-
-    async def _owner(self, session_id: str) -> dict[str, Any] | None:
-        """:meth:`.Leases.owner` through the asyncio client."""
-        value = await self.aio.get(lease_key(session_id))
-        return json.loads(value) if value else None
 
     def _launch(self, run: Run, lease: str) -> None:
         if self._runs is None:
@@ -289,7 +283,7 @@ class RedisBackend:
                 lease = await anyio.to_thread.run_sync(self.leases.take, session.id, run.id)
                 if isinstance(lease, str):
                     # History first: a refresh that fails leaves the completions undelivered.
-                    await self.refreshed(session)
+                    await self.refresh(session)
                     rows = await anyio.to_thread.run_sync(self.store.take_undelivered,
                                                           session.id)
             except UNREACHABLE:
@@ -431,7 +425,7 @@ class RedisBackend:
             ProtocolError: ``unknown_run``, ``store_unavailable``.
         """
         try:
-            owner = await self._owner(session.id)
+            owner = await self.leases.owner(self.aio, session.id)
             if owner is None or owner["run"] != run_id:
                 raise ProtocolError("unknown_run", f"no active run {run_id!r} in this session")
             await self._send(session.id, {"type": "run.cancel", "run_id": run_id})
@@ -445,7 +439,7 @@ class RedisBackend:
             ProtocolError: ``unknown_call`` (no run of the session going elsewhere).
         """
         try:
-            owner = await self._owner(session.id)
+            owner = await self.leases.owner(self.aio, session.id)
             if owner is None or owner["owner"] == self.process:
                 raise ProtocolError("unknown_call",
                                     f"no running call {call_id!r} in this session")

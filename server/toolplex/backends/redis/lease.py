@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from .keys import RUNS, decoded, lease_key, session_key
 
@@ -92,9 +93,10 @@ class Leases:
         self._release = client.register_script(_RELEASE)
         self._claim = client.register_script(_CLAIM)
 
-    def owner(self, session_id: str) -> dict[str, Any] | None:
-        """The session's run lease: ``{run, owner, start}``, or None when no run is going."""
-        value = self.redis.get(lease_key(session_id))
+    async def owner(self, client: redis.asyncio.Redis, session_id: str) -> dict[str, Any] | None:
+        """The session's run lease: ``{run, owner, start}``, or None when no run is going
+        (asked through ``client``, an asyncio one: requests ask it on the event loop)."""
+        value = await client.get(lease_key(session_id))
         return json.loads(value) if value else None
 
     def take(self, session_id: str, run_id: str) -> str | Orphan | None:
