@@ -11,7 +11,6 @@ breaker and memo cache. The call emits ``tool.exec.started``,
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import json
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from .breaker import CircuitBreaker
@@ -44,6 +44,7 @@ from .exceptions import EventTooLarge, UnserializableOutput
 from .limits import ThreadPool, Upstream
 from .policy import Backoff, Clock, Failure, classify
 from .session import Session
+from .supervisor import Supervisor
 from .tools import Kind, Tool
 
 logger = logging.getLogger("toolplex.calls")
@@ -177,103 +178,65 @@ class _Permanent(Exception):
         self.failure = failure
 
 
-class Supervisor:
-    """Owns the tasks that run tool bodies, so a body that ignores cancellation
-    can be abandoned without holding its call, its step or its run.
+@dataclass(eq=False, slots=True)
+class _Ended:
+    """How a tool's body ended, once it has: ``finished``, with its value or error."""
 
-    Args:
-        grace: Real seconds a cancelled body gets to finish before it is abandoned.
-    """
+    event: anyio.Event = field(default_factory=anyio.Event)
+    finished: bool = False
+    value: Any = None
+    error: BaseException | None = None
+    closed: bool = False
+    """The call stopped waiting (out of time, cancelled): nothing more is taken."""
+    deadline: anyio.CancelScope | None = None
+    """The call's wait (an ``idle_timeout`` tool's chunks move it)."""
 
-    def __init__(self, grace: float = 0.5) -> None:
-        self.grace = grace
-        self.abandoned = 0
-        """Bodies that ignored cancellation past the grace (still running)."""
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, fn: Callable[[], Any]) -> asyncio.Task[Any]:
-        """Start ``fn()`` as a supervised task."""
-        task = asyncio.get_running_loop().create_task(fn())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def stop(self, task: asyncio.Task[Any], label: str) -> None:
-        """Cancel ``task`` and wait up to the grace; abandon it if it does not end."""
-        if task.done():
-            return
-        task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({task}, timeout=self.grace)
-        if not task.done():
-            self.abandoned += 1
-            task.add_done_callback(lambda _: self._forget())
-            logger.warning("abandoned %s: it ignored cancellation for %.2f s", label, self.grace)
-
-    def _forget(self) -> None:
-        self.abandoned -= 1
-
-    async def aclose(self) -> None:
-        """Cancel every task still running and wait briefly for them."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(tasks, timeout=self.grace)
-
-
-_Done = asyncio.Future[tuple[bool, Any, BaseException | None]]
-"""How a tool's body ended: (finished, value, error); (False, None, None) when the time ran
-out first."""
-
-
-def _settle(done: _Done, finished: bool, value: Any, error: BaseException | None) -> None:
-    if not done.done():  # else the call stopped waiting: cancelled or out of time
-        done.set_result((finished, value, error))
+    def settle(self, value: Any, error: BaseException | None) -> None:
+        if not self.closed and not self.finished:
+            self.finished, self.value, self.error = True, value, error
+            self.event.set()
 
 
 _YIELD_EVERY = 64
 
 
 async def _body(tool: Tool, kwargs: dict[str, Any], take: Callable[[Any], None],
-                done: _Done) -> None:
-    """Run a tool's body to its end, settling ``done``.
+                ended: _Ended) -> None:
+    """Run a tool's body to its end, settling ``ended``.
 
-    A coroutine's value is what ``done`` carries. A stream's chunks are each handed to
+    A coroutine's value is what ``ended`` carries. A stream's chunks are each handed to
     ``take`` as they come, from this task: the chunk is logged in the loop pass it was
     yielded in, with no hand-over to the call's task (a queue and a task switch per
-    chunk). Once ``done`` is settled (the call stopped waiting: out of time, cancelled)
-    nothing more is taken.
+    chunk). Once the call stopped waiting (out of time, cancelled) nothing more is taken.
     """
-    # The body settles `done` itself: the call wakes a loop pass sooner than it would
-    # waiting for the task's done callbacks.
+    # The body settles `ended` itself: the call wakes a loop pass sooner than it would
+    # waiting for the task to finish.
     try:
         if tool.kind is Kind.STREAM:
             taken = 0
             stream = tool.fn(**kwargs)
             try:
                 async for chunk in stream:
-                    if done.done():
+                    if ended.closed:
                         return
                     take(chunk)
                     taken += 1
                     if taken % _YIELD_EVERY == 0:
                         # A generator that never awaits still lets readers and its deadline
                         # run.
-                        await asyncio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
             except (_Stopped, PredicateFailed):
                 # The generator is suspended at its yield: close it now, so its own
                 # cleanup runs before the call ends, not whenever it is collected.
                 await stream.aclose()
                 raise
-            _settle(done, True, None, None)
+            ended.settle(None, None)
         else:
-            _settle(done, True, await tool.fn(**kwargs), None)
+            ended.settle(await tool.fn(**kwargs), None)
     except Exception as exc:
-        _settle(done, True, None, exc)
+        ended.settle(None, exc)
     except BaseException:
-        _settle(done, True, None, RuntimeError(f"{tool.name} stopped without finishing"))
+        ended.settle(None, RuntimeError(f"{tool.name} stopped without finishing"))
         raise
 
 
@@ -301,8 +264,6 @@ class Executor:
     budget: float = 3.0
     """The UX budget: an inline tool whose p99 exceeds it is flagged as an async candidate."""
     _flagged: set[str] = field(default_factory=set)
-    _timers: dict[_Done, asyncio.TimerHandle] = field(default_factory=dict)
-    """The deadline of each running ``idle_timeout`` call (moved by each chunk)."""
 
     def quantiles(self, name: str) -> dict[str, float]:
         """p50/p95/p99 of the tool's recent successful call durations (nominal seconds)."""
@@ -573,13 +534,12 @@ class Executor:
             return tool.reduce(call.chunks), False
         return (call.chunks[0] if call.chunks else None), False
 
-    def _take_rearming(self, take: Callable[[Any], None], loop: asyncio.AbstractEventLoop,
-                       seconds: float, done: _Done, chunk: Any) -> None:
+    @staticmethod
+    def _take_rearming(take: Callable[[Any], None], seconds: float, ended: _Ended,
+                       chunk: Any) -> None:
         """``take`` for an ``idle_timeout`` tool: each chunk restarts its deadline."""
-        timer = self._timers.get(done)
-        if timer is not None:
-            timer.cancel()
-            self._timers[done] = loop.call_later(seconds, _settle, done, False, None, None)
+        if ended.deadline is not None:
+            ended.deadline.deadline = anyio.current_time() + seconds
         take(chunk)
 
     @staticmethod
@@ -614,23 +574,18 @@ class Executor:
         Raises what the body raised. The body is stopped (abandoned past the grace)
         before this returns, also when the call is cancelled.
         """
-        loop = asyncio.get_running_loop()
-        done: _Done = loop.create_future()
+        ended = _Ended()
         if tool.idle_timeout:
-            take = functools.partial(self._take_rearming, take, loop, seconds, done)
+            take = functools.partial(self._take_rearming, take, seconds, ended)
+        label = f"{tool.name} ({call.call_id})"
         task = self.supervisor.spawn(
-            functools.partial(_body, tool, call.kwargs or {}, take, done))
-        # The deadline is a loop timer settling `done`, not a cancel scope: the call only
-        # awaits `done`, and a scope's deadline (its own timer, task bookkeeping, cancel
-        # delivery) is a measurable share of a fast call's cost (bench/README.md).
-        timer = loop.call_later(seconds, _settle, done, False, None, None)
-        if tool.idle_timeout:
-            self._timers[done] = timer
+            functools.partial(_body, tool, call.kwargs or {}, take, ended), name=label)
         try:
-            finished, value, error = await done
+            with anyio.move_on_after(seconds) as ended.deadline:
+                await ended.event.wait()
         finally:
-            (self._timers.pop(done, timer) if tool.idle_timeout else timer).cancel()
-            await self.supervisor.stop(task, f"{tool.name} ({call.call_id})")
-        if error is not None:
-            raise error
-        return finished, value
+            ended.closed = True
+            await self.supervisor.stop(task, label)
+        if ended.error is not None:
+            raise ended.error
+        return ended.finished, ended.value

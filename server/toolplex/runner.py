@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import dependent
-from .calls import Executor, Outcome, PredicateFailed, Supervisor, ToolCall
+from .calls import Executor, Outcome, PredicateFailed, ToolCall
 from .events import (
     BaseEvent,
     ReasoningDelta,
@@ -67,6 +67,7 @@ from .model import (
 )
 from .policy import Backoff, Clock
 from .session import Session, new_id
+from .supervisor import Supervisor
 from .tools import Tool
 
 if TYPE_CHECKING:
@@ -217,8 +218,6 @@ class Agent:
             upstreams={name: Upstream(name, lim) for name, lim in (upstreams or {}).items()},
             supervisor=Supervisor(cancel_grace),
         )
-        self._iterated = Supervisor(cancel_grace)
-        """Owns the runs of :meth:`run` (their iterators cancel them; aclose does not)."""
         self.run_end_hooks: list[Callable[[Run], None]] = []
         """Called with each run as it ends (the job manager delivers what waited)."""
         self.jobs = jobs or JobManager()
@@ -258,7 +257,7 @@ class Agent:
     def _start_job_turn(self, session: Session, messages: list[dict[str, Any]]) -> None:
         """Deliver job completions: a ``trigger: "job"`` run with them as input."""
         run = Run(self, session, messages, "job")
-        self.executor.supervisor.spawn(run.execute)
+        self.executor.supervisor.spawn(run.execute, name=f"job turn {run.id}")
 
     def tool_names(self) -> list[str]:
         """The names of every tool the model may call now, sorted."""
@@ -313,11 +312,12 @@ class Agent:
         run = Run(self, session or self.session(), input, trigger)
         send, receive = anyio.create_memory_object_stream[BaseEvent](math.inf)
         run.listeners.append(send)
-        # [runner] the run lives in a task of its own, not in a task group held across
-        # this generator's yields: a generator may be closed from another task (the
-        # loop's finaliser after a plain break), and a scope left in another task than
-        # the one that entered it cancels that task: the caller's.
-        self._iterated.spawn(run.execute)
+        # [runner] the run lives in the agent's supervised group, not in a task group held
+        # across this generator's yields: a generator may be closed from another task
+        # (the loop's finaliser after a plain break), and a scope left in another task
+        # than the one that entered it cancels that task: the caller's. Its iterator
+        # cancels it; aclose() does not.
+        self.executor.supervisor.spawn(run.execute, name=f"run {run.id}", closes=False)
         try:
             with receive:
                 while True:

@@ -189,6 +189,9 @@ class Hub:
     async def serve(self, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the runs' task group until cancelled; then cancel runs gracefully."""
         async with anyio.create_task_group() as tg:
+            # The agent's supervised tasks (tool bodies, job work and turns) are the
+            # lifespan's, like its runs.
+            await tg.start(self.agent.executor.supervisor.serve)
             await tg.start(self.backend.serve)
             tg.start_soon(self._expire_idle)
             tg.start_soon(self.jobs.serve)
