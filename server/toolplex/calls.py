@@ -182,7 +182,6 @@ class _Permanent(Exception):
 class _Ended:
     """How a tool's body ended, once it has: ``finished``, with its value or error."""
 
-    event: anyio.Event = field(default_factory=anyio.Event)
     finished: bool = False
     value: Any = None
     error: BaseException | None = None
@@ -194,7 +193,6 @@ class _Ended:
     def settle(self, value: Any, error: BaseException | None) -> None:
         if not self.closed and not self.finished:
             self.finished, self.value, self.error = True, value, error
-            self.event.set()
 
 
 _YIELD_EVERY = 64
@@ -209,8 +207,6 @@ async def _body(tool: Tool, kwargs: dict[str, Any], take: Callable[[Any], None],
     yielded in, with no hand-over to the call's task (a queue and a task switch per
     chunk). Once the call stopped waiting (out of time, cancelled) nothing more is taken.
     """
-    # The body settles `ended` itself: the call wakes a loop pass sooner than it would
-    # waiting for the task to finish.
     try:
         if tool.kind is Kind.STREAM:
             taken = 0
@@ -448,40 +444,45 @@ class Executor:
         on_chunk: Callable[[ToolCall, Any], None],
     ) -> tuple[Any, bool]:
         """Attempts 2 and on, after the first attempt failed with ``first``."""
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            assert isinstance(exc, _Transient)
-            return self.backoff.delay(state.attempt_number, exc.failure)
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            assert isinstance(exc, _Transient)
-            assert state.next_action is not None
-            emit(ToolRetrying, call_id=call.call_id, attempt=state.attempt_number,
-                 delay_ms=round(state.next_action.sleep * 1000), reason=exc.failure.reason,
-                 error=exc.failure.to_error())
-
         retrying = AsyncRetrying(
             stop=stop_after_attempt(tool.retries + 1),
-            wait=wait,
+            wait=self._retry_delay,
             retry=retry_if_exception_type(_Transient),
             sleep=self.clock.sleep,
-            before_sleep=before_sleep,
+            before_sleep=self._retrying,
             reraise=True,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number == 1:  # it has run: tenacity waits and retries from its failure
-                        raise _Transient(first)
-                    return await self._attempt(call, tool, number, emit, on_chunk,
-                                               last=number > tool.retries)
-        finally:
-            # The iterator and its retry state reference each other: without this the
-            # cycle keeps the call and its output alive until a full GC collection.
-            retrying.wait = retrying.before_sleep = None  # type: ignore[assignment]
-        raise AssertionError("unreachable: tenacity either returns or reraises")
+        # The call reaches tenacity only as the arguments of its attempts (the retry
+        # state's): the retrying object and its state reference each other, and a cycle
+        # holding the call would keep it and its output alive until a full collection.
+        tries: list[Any] = [first, 0]
+        return await retrying(self._nth_attempt, call, tool, emit, on_chunk, tries)
+
+    async def _nth_attempt(self, call: ToolCall, tool: Tool, emit: Emit,
+                           on_chunk: Callable[[ToolCall, Any], None],
+                           tries: list[Any]) -> tuple[Any, bool]:
+        tries[1] += 1
+        number = tries[1]
+        if number == 1:  # it has run: tenacity waits and retries from its failure
+            raise _Transient(tries[0])
+        return await self._attempt(call, tool, number, emit, on_chunk,
+                                   last=number > tool.retries)
+
+    def _retry_delay(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        assert isinstance(exc, _Transient)
+        return self.backoff.delay(state.attempt_number, exc.failure)
+
+    @staticmethod
+    def _retrying(state: RetryCallState) -> None:
+        """Log ``tool.retrying`` before tenacity's wait."""
+        exc = state.outcome.exception() if state.outcome else None
+        assert isinstance(exc, _Transient)
+        assert state.next_action is not None
+        call, _, emit = state.args[:3]
+        emit(ToolRetrying, call_id=call.call_id, attempt=state.attempt_number,
+             delay_ms=round(state.next_action.sleep * 1000), reason=exc.failure.reason,
+             error=exc.failure.to_error())
 
     async def _attempt(
         self, call: ToolCall, tool: Tool, number: int, emit: Emit,
@@ -582,7 +583,7 @@ class Executor:
             functools.partial(_body, tool, call.kwargs or {}, take, ended), name=label)
         try:
             with anyio.move_on_after(seconds) as ended.deadline:
-                await ended.event.wait()
+                await task.wait()  # (the body settles `ended` as its last step)
         finally:
             ended.closed = True
             await self.supervisor.stop(task, label)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 T = TypeVar("T")
 
@@ -29,6 +30,38 @@ class UpstreamLimit:
     period: float = 1.0
 
 
+class _Bucket:
+    """A leaky bucket on anyio's clock: up to ``rate`` calls at once, then one every
+    ``period / rate`` seconds; waiters take their turns in order."""
+
+    def __init__(self, rate: float, period: float) -> None:
+        self.rate = rate
+        self._per_second = rate / period
+        self._level = 0.0
+        self._checked = 0.0
+        self._turns = anyio.Lock()  # (first come, first served)
+
+    def _leak(self) -> None:
+        now = anyio.current_time()
+        if self._level:
+            self._level = max(self._level - (now - self._checked) * self._per_second, 0.0)
+        self._checked = now
+
+    def has_capacity(self) -> bool:
+        """True when a call asking now would not wait."""
+        self._leak()
+        return self._level + 1 <= self.rate and not self._turns.locked()
+
+    async def acquire(self) -> None:
+        """Wait for room in the bucket, and take it."""
+        async with self._turns:
+            self._leak()
+            while self._level + 1 > self.rate:
+                await anyio.sleep((self._level + 1 - self.rate) / self._per_second)
+                self._leak()
+            self._level += 1
+
+
 class Upstream:
     """The live limiter of one upstream, shared by every tool that names it."""
 
@@ -36,7 +69,7 @@ class Upstream:
         self.name = name
         self.limit = limit
         self._slots = anyio.CapacityLimiter(limit.concurrency) if limit.concurrency else None
-        self._rate = AsyncLimiter(limit.rate, limit.period) if limit.rate else None
+        self._rate = _Bucket(limit.rate, limit.period) if limit.rate else None
         self.in_flight = 0
         self.peak = 0
 
@@ -88,30 +121,50 @@ class ThreadPool:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a pool thread; cancellation abandons the thread."""
         await self._free.acquire()
-        loop = asyncio.get_running_loop()
-        state = {"abandoned": False}
-
-        def release() -> None:
-            self.busy -= 1
-            if state["abandoned"]:
-                self.abandoned -= 1
-            self._free.release()
-
-        def work() -> T:
-            try:
-                return fn(*args)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(release)
-                except RuntimeError:  # the loop is gone: nobody waits for the slot
-                    pass
-
+        slot = _Slot()
         self.busy += 1
         try:
             return await anyio.to_thread.run_sync(
-                work, abandon_on_cancel=True, limiter=self._limiter
-            )
-        except anyio.get_cancelled_exc_class():
-            state["abandoned"] = True
-            self.abandoned += 1
-            raise
+                functools.partial(self._work, slot, asyncio.get_running_loop(), fn, *args),
+                abandon_on_cancel=True, limiter=self._limiter)
+        finally:
+            with slot.lock:
+                slot.abandoned = not slot.returned
+            if slot.abandoned:
+                self.abandoned += 1  # its thread gives the slot back when `fn` returns
+            else:
+                self._release()
+
+    def _work(self, slot: _Slot, loop: asyncio.AbstractEventLoop, fn: Callable[..., T],
+              *args: Any) -> T:
+        try:
+            return fn(*args)
+        finally:
+            with slot.lock:
+                slot.returned = True
+                abandoned = slot.abandoned
+            if abandoned:
+                try:
+                    # anyio has no call from a thread into the loop that does not block
+                    # the thread until the loop runs it (and for ever if the loop stops
+                    # first): the loop's own thread-safe call_soon, for this one case.
+                    loop.call_soon_threadsafe(self._release, True)
+                except RuntimeError:  # the loop is gone: nobody waits for the slot
+                    pass
+
+    def _release(self, abandoned: bool = False) -> None:
+        self.busy -= 1
+        if abandoned:
+            self.abandoned -= 1
+        self._free.release()
+
+
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """One sync call's thread, as the loop and the thread both see it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    returned: bool = False
+    """``fn`` has returned (or raised) in the thread."""
+    abandoned: bool = False
+    """The call stopped waiting first: the thread gives the slot back itself."""

@@ -17,11 +17,12 @@ client that keeps a task past the call.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
 import logging
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ from .calls import current_call
 from .exceptions import InvalidArguments, ToolError, UsageError
 from .jobs import Job
 from .policy import Backoff, Clock, Failure, classify
+from .supervisor import Supervised, Supervisor
 from .tools import (
     DEFAULT_BREAKER,
     DEFAULT_RETRIES,
@@ -150,11 +152,14 @@ class MCPTool(Tool):
 
 @dataclass
 class _Connection:
-    """One open session, held by its own task until closed."""
+    """One open session, held by a task of the agent's supervised group until closed."""
 
     session: ClientSession | None = None
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    closed: anyio.Event = field(default_factory=anyio.Event)
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the session is open, or opening it failed (:attr:`error`)."""
+    error: Exception | None = None
+    task: Supervised | None = None
 
 
 Transport = Callable[[], AbstractAsyncContextManager[tuple[Any, Any]]]
@@ -228,6 +233,7 @@ class MCPServer:
         self._clock = Clock()
         self._conn: _Connection | None = None
         self._lock: anyio.Lock | None = None
+        self._own: Supervisor | None = None
         self._failures = 0
         self._retry_at = 0.0
         self._down: str | None = None
@@ -395,20 +401,31 @@ class MCPServer:
             assert conn.session is not None
             return conn.session
 
+    @property
+    def _supervisor(self) -> Supervisor:
+        """The group the connection's and the calls' tasks live in: the agent's."""
+        if self._agent is not None:
+            return self._agent.executor.supervisor
+        if self._own is None:
+            self._own = Supervisor()
+        return self._own
+
     async def _open(self) -> _Connection:
         conn = _Connection()
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Its own context: the session outlives the call (and the trace span) that opened it.
-        conn.task = asyncio.get_running_loop().create_task(
-            self._hold(conn, ready), context=contextvars.Context())
+        conn.task = self._supervisor.spawn(
+            functools.partial(self._hold, conn), name=f"MCP server {self.name}",
+            context=contextvars.Context())
         try:
-            await asyncio.shield(ready)
+            await conn.ready.wait()
         except BaseException:
             await self._close(conn)
             raise
+        if conn.error is not None:
+            raise conn.error
         return conn
 
-    async def _hold(self, conn: _Connection, ready: asyncio.Future[None]) -> None:
+    async def _hold(self, conn: _Connection) -> None:
         """Hold one session open (its transport's and session's task groups live in this
         task) until the connection is closed."""
         try:
@@ -421,13 +438,14 @@ class MCPServer:
                 listening = await stack.enter_async_context(anyio.create_task_group())
                 listening.start_soon(self._listen, session)
                 conn.session = session
-                ready.set_result(None)
+                conn.ready.set()
                 await conn.closed.wait()
                 listening.cancel_scope.cancel()
         except BaseException as exc:
-            if not ready.done():
-                ready.set_exception(exc if isinstance(exc, Exception)
-                                    else ConnectionError(f"{type(exc).__name__}"))
+            if not conn.ready.is_set():
+                conn.error = (exc if isinstance(exc, Exception)
+                              else ConnectionError(f"{type(exc).__name__}"))
+                conn.ready.set()
             if not isinstance(exc, Exception):
                 raise
             if conn.session is not None:
@@ -438,12 +456,15 @@ class MCPServer:
 
     async def _close(self, conn: _Connection) -> None:
         conn.closed.set()
-        if conn.task is not None and not conn.task.done():
+        task = conn.task
+        if task is not None and not task.finished:
             with anyio.CancelScope(shield=True):
-                done, _ = await asyncio.wait({conn.task}, timeout=5)
-                if not done:
-                    conn.task.cancel()
-                    await asyncio.wait({conn.task}, timeout=2)
+                with anyio.move_on_after(5):
+                    await task.wait()
+                if not task.finished:
+                    task.cancel()
+                    with anyio.move_on_after(2):
+                        await task.wait()
 
     def _drop(self, session: ClientSession) -> None:
         """The connection behind ``session`` failed: the next call opens another."""
@@ -502,29 +523,43 @@ class MCPServer:
     async def _run(self, remote: str, **arguments: Any) -> AsyncIterator[Any]:
         """A call's body: its progress as chunks, then its result."""
         job = arguments.pop("job") if isinstance(arguments.get("job"), Job) else None
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        end = object()
+        send, receive = anyio.create_memory_object_stream[Any](math.inf)
+        ended: list[Any] = []
+        failed: list[Exception] = []
 
         async def progress(value: float, total: float | None, message: str | None) -> None:
             if job is not None:
                 await job.progress(value, total, message)
             else:
-                queue.put_nowait(_progress_chunk(value, total, message))
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    send.send_nowait(_progress_chunk(value, total, message))
 
-        # A task of its own (the SDK awaits the response), started with this call's
-        # context so the call's trace span is current in it; cancelling it sends the
+        async def call() -> None:
+            with send:
+                try:
+                    ended.append(await self._call(remote, arguments, progress))
+                except Exception as exc:
+                    failed.append(exc)
+
+        # A task of the agent's group (the SDK awaits the response), not of this body: a
+        # generator's yields must not cross a task group. It starts with this call's
+        # context, so the call's trace span is current in it; cancelling it sends the
         # server `notifications/cancelled`.
-        task = asyncio.get_running_loop().create_task(self._call(remote, arguments, progress))
-        task.add_done_callback(lambda _: queue.put_nowait(end))
+        task = self._supervisor.spawn(call, name=f"MCP call {self._label(remote)}")
         try:
-            while (chunk := await queue.get()) is not end:
-                yield chunk
-            result = task.result()
+            with receive:
+                async for chunk in receive:
+                    yield chunk
         finally:
-            if not task.done():
+            if not task.finished:
                 task.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait({task}, timeout=2)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await task.wait()
+        if failed:
+            raise failed[0]
+        if not ended:
+            raise ConnectionError(f"the call to the MCP server {self.name} was stopped")
+        result = ended[0]
         if isinstance(result, _TaskHandle):
             result = await self._adopt_task(remote, arguments, result, job)
         elif isinstance(result, _INPUT_REQUIRED):

@@ -12,15 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import anyio
+import sniffio
 from anyio.abc import TaskGroup
 
 from . import dependent
@@ -191,6 +192,8 @@ class Agent:
         self.providers: list[ToolProvider] = []
         """Sources of tools listed lazily (MCP servers), asked before each step."""
         self._provided: dict[str, Tool] = {}
+        self._specs: tuple[tuple[Tool, ...], list[dict[str, Any]]] = ((), [])
+        """The specs of the tools last visible (most steps see the same tools)."""
         self._shadowed: set[str] = set()
         for item in tools:
             if not isinstance(item, Tool) and isinstance(item, ToolProvider):
@@ -233,12 +236,16 @@ class Agent:
     def tool_specs(self, session: Session) -> list[dict[str, Any]]:
         """The tools the model sees in this session: open circuits are hidden, and
         ``check_job`` is offered while a job of the session is pending."""
-        specs = [
-            tool.spec()
+        breakers = session.breakers  # (a tool with no breaker yet has a closed one)
+        visible = tuple(
+            tool
             for tools in (self.tools, self._provided)
             for tool in tools.values()
-            if self.executor.breaker_for(session, tool).allows_calls
-        ]
+            if (breaker := breakers.get(tool.name)) is None or breaker.allows_calls
+        )
+        if visible != self._specs[0]:
+            self._specs = (visible, [tool.spec() for tool in visible])
+        specs = list(self._specs[1])
         if "check_job" not in self.tools and self.jobs.open_jobs(session):
             specs.append(self.jobs.check_tool(session).spec())
         return specs
@@ -309,9 +316,14 @@ class Agent:
             input: A user message, or a list of chat messages.
             session: Continue this session (default: a new one).
         """
+        if sniffio.current_async_library_cvar.get() is None:
+            # Declared for the caller's task, where the reader waits (an async generator
+            # runs in its caller's context): anyio's primitives then skip sniffio's
+            # detection, a getpid() system call each on 3.11. It only says what is true.
+            sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         run = Run(self, session or self.session(), input, trigger)
-        send, receive = anyio.create_memory_object_stream[BaseEvent](math.inf)
-        run.listeners.append(send)
+        feed = _Feed()
+        run.listeners.append(feed)
         # [runner] the run lives in the agent's supervised group, not in a task group held
         # across this generator's yields: a generator may be closed from another task
         # (the loop's finaliser after a plain break), and a scope left in another task
@@ -319,21 +331,17 @@ class Agent:
         # cancels it; aclose() does not.
         self.executor.supervisor.spawn(run.execute, name=f"run {run.id}", closes=False)
         try:
-            with receive:
-                while True:
-                    try:
-                        # No checkpoint while events wait: anyio's receive() yields to the
-                        # loop once per event, a loop pass for each of a call's ~8 events.
-                        event = receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            event = await receive.receive()
-                        except anyio.EndOfStream:
-                            return
-                    except anyio.EndOfStream:
-                        return
-                    yield event
+            events = feed.events
+            while True:
+                # No checkpoint while events wait: the reader takes every event appended
+                # since it last ran, then sleeps until the next append.
+                while events:
+                    yield events.popleft()
+                if feed.closed:
+                    return
+                await feed.wait()
         finally:
+            feed.closed = True
             if not run.finished.is_set():
                 run.cancel()
                 with anyio.CancelScope(shield=True):
@@ -403,6 +411,38 @@ class Listener(Protocol):
     def send_nowait(self, item: BaseEvent, /) -> None: ...
 
     def close(self) -> None: ...
+
+
+class _Feed:
+    """:meth:`Agent.run`'s listener: the run's events in a queue its reader takes them
+    from, woken only when it waits (no stream, no task switch per event)."""
+
+    __slots__ = ("_wake", "closed", "events")
+
+    def __init__(self) -> None:
+        self.events: deque[BaseEvent] = deque()
+        self.closed = False
+        """The run ended, or the reader left: nothing more comes."""
+        self._wake: anyio.Event | None = None
+
+    def send_nowait(self, item: BaseEvent, /) -> None:
+        if not self.closed:
+            self.events.append(item)
+            if self._wake is not None:
+                self._wake.set()
+                self._wake = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+
+    async def wait(self) -> None:
+        """Return once an event is queued or nothing more comes."""
+        if not self.events and not self.closed:
+            self._wake = anyio.Event()
+            await self._wake.wait()
 
 
 class _Untraced:
@@ -477,6 +517,9 @@ class Run:
 
     async def execute(self) -> None:
         """Run to exactly one ``run.finished`` or ``run.error``."""
+        # Declared for the run's tasks (its calls and their bodies inherit it): anyio's
+        # primitives then skip sniffio's detection, a getpid() system call each on 3.11.
+        sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         self.session.touch()
         ended = False
         try:

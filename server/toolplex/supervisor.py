@@ -13,10 +13,11 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from anyio import TaskHandle
 from anyio.abc import TaskGroup
 
 logger = logging.getLogger("toolplex.supervisor")
@@ -24,21 +25,33 @@ logger = logging.getLogger("toolplex.supervisor")
 
 @dataclass(eq=False, slots=True)
 class Supervised:
-    """One task of a :class:`Supervisor`: its scope stops it."""
+    """One task of a :class:`Supervisor`: :meth:`cancel` stops it."""
 
     closes: bool
     """:meth:`Supervisor.aclose` stops it (the library's runs are left to their readers)."""
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    handle: TaskHandle[None] | None = None
+    """anyio's handle, once the group has started the task."""
+    cancelled: bool = False
     finished: bool = False
     abandoned: bool = False
     ended: anyio.Event | None = None
-    """Made by whoever waits for the task; set when it has finished."""
+    """Made by whoever waits for a task not started yet; set when it has finished."""
+
+    def cancel(self) -> None:
+        """Cancel the task (one not started yet never runs)."""
+        self.cancelled = True
+        if self.handle is not None:
+            self.handle.cancel()
 
     async def wait(self) -> None:
         """Return once the task has finished."""
-        if not self.finished:
-            self.ended = self.ended or anyio.Event()
-            await self.ended.wait()
+        if self.finished:
+            return
+        if self.handle is not None:
+            await self.handle.wait()
+            return
+        self.ended = self.ended or anyio.Event()
+        await self.ended.wait()
 
 
 class Supervisor:
@@ -56,20 +69,22 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._root: asyncio.Task[None] | None = None
         self._root_scope: anyio.CancelScope | None = None
-        self._waiting: list[tuple[Supervised, Callable[[], Awaitable[Any]], str]] = []
+        self._waiting: list[tuple[Supervised, Callable[[], Awaitable[Any]], str,
+                                  contextvars.Context | None]] = []
         self._running: set[Supervised] = set()
 
     def spawn(self, fn: Callable[[], Awaitable[Any]], *, name: str = "toolplex task",
-              closes: bool = True) -> Supervised:
+              closes: bool = True, context: contextvars.Context | None = None) -> Supervised:
         """Start ``fn()`` as a task of the group (at once, or as soon as the library's root
-        task has opened it)."""
+        task has opened it), in ``context`` (default: a copy of the current one)."""
         task = Supervised(closes)
         self._running.add(task)
         group = self._group
         if group is not None and self._loop is asyncio.get_running_loop():
-            group.start_soon(self._supervise, task, fn, name=name)
+            task.handle = group.create_task(self._supervise(task, fn), name=name,
+                                            context=context)
         else:
-            self._waiting.append((task, fn, name))
+            self._waiting.append((task, fn, name, context or contextvars.copy_context()))
             self._host()
         return task
 
@@ -78,8 +93,9 @@ class Supervisor:
         async with anyio.create_task_group() as group:
             self._group, self._loop = group, asyncio.get_running_loop()
             waiting, self._waiting = self._waiting, []
-            for task, fn, name in waiting:
-                group.start_soon(self._supervise, task, fn, name=name)
+            for task, fn, name, context in waiting:
+                task.handle = group.create_task(self._supervise(task, fn), name=name,
+                                                context=context)
             task_status.started()
             try:
                 await anyio.sleep_forever()
@@ -104,7 +120,7 @@ class Supervisor:
 
     async def _supervise(self, task: Supervised, fn: Callable[[], Awaitable[Any]]) -> None:
         try:
-            with task.scope:
+            if not task.cancelled:
                 await fn()
         except Exception:
             # A failure ends its own task, never the group and its other tasks.
@@ -121,7 +137,7 @@ class Supervisor:
         """Cancel ``task`` and wait up to the grace; abandon it if it does not end."""
         if task.finished:
             return
-        task.scope.cancel()
+        task.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace):
             await task.wait()
         if not task.finished:
@@ -134,7 +150,7 @@ class Supervisor:
         for them; then end the library's root task if nothing else runs in it."""
         tasks = [task for task in self._running if task.closes]
         for task in tasks:
-            task.scope.cancel()
+            task.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace):
             for task in tasks:
                 await task.wait()
