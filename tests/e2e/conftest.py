@@ -115,6 +115,8 @@ def serve_process() -> Iterator[Callable[..., Process]]:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
             sock.close()
+        else:
+            _wait_until_free(port)
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--ws-max-size", str(1 << 20),
@@ -143,6 +145,24 @@ def serve_process() -> Iterator[Callable[..., Process]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _wait_until_free(port: int) -> None:
+    """Return once nothing listens on ``port``: a server restarted on its port must not
+    find the old process (still shutting down) answering its readiness check."""
+    deadline = time.monotonic() + 30
+    while True:
+        probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(("127.0.0.1", port))
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port {port} is still taken after 30 s") from None
+            time.sleep(0.05)
+        finally:
+            probe.close()
 
 
 @dataclass
