@@ -110,7 +110,8 @@ def cluster_app() -> Starlette:
         "crunch": [Step(calls=[Call("crunch", {"rows": 3})]), Step(text="Crunching.")],
     })
     settings = Settings(lease_ttl=float(os.environ.get("TOOLPLEX_LEASE_TTL", "10")),
-                        log_retain=int(os.environ.get("TOOLPLEX_LOG_RETAIN", "10000")))
+                        log_retain=int(os.environ.get("TOOLPLEX_LOG_RETAIN", "10000")),
+                        session_idle_ttl=float(os.environ.get("TOOLPLEX_IDLE_TTL", "3600")))
     agent = Agent(tools=[ticker, export, approve, broken, crunch], model=model)
     return create_app(agent, settings=settings)
 

@@ -298,6 +298,43 @@ class TestAStalledRedis:
         check_protocol(reader.events, first_seq=1)
 
 
+    async def test_idle_sessions_swept_while_redis_is_stopped_freeze_nothing(
+            self, redis_server: RedisServer, cluster: Any) -> None:
+        # Idle after 1 s, swept every 0.5 s: each sweep asks Redis about the jobs of the
+        # idle sessions before it forgets them.
+        [a] = cluster(redis_server, 1, extra={"TOOLPLEX_IDLE_TTL": "1"})
+        sid, token = _session(a)
+        for _ in range(3):
+            _session(a)  # sessions nobody reads: idle after 1 s
+        assert redis_server.process is not None
+        slowest = 0.0
+        async with Reader(a, sid, token) as reader, httpx.AsyncClient(timeout=5) as client:
+            os.kill(redis_server.process.pid, signal.SIGSTOP)
+            try:
+                stall_ends = time.monotonic() + 3  # several sweeps, each past the idle TTL
+                while time.monotonic() < stall_ends:
+                    began = time.monotonic()
+                    answer = await client.get(f"{a.http}/metrics")
+                    assert answer.status_code == 200
+                    assert reader.ws is not None
+                    await (await reader.ws.ping())
+                    slowest = max(slowest, time.monotonic() - began)
+                    await anyio.sleep(0.05)
+            finally:
+                os.kill(redis_server.process.pid, signal.SIGCONT)
+            assert slowest < 0.75, f"/metrics and a ping took {slowest:.2f} s"
+            # Redis is back: the sweeps go on (the idle sessions go), the process serves.
+            with anyio.fail_after(10):
+                while True:
+                    gauge = (await client.get(f"{a.http}/metrics")).text
+                    if "toolplex_sessions 1.0" in gauge:
+                        break
+                    await anyio.sleep(0.1)
+            run_id = await _start(a, sid, token, "tick")
+            assert (await reader.until_run_ends(run_id))["outcome"] == "success"
+        check_protocol(reader.events, first_seq=1)
+
+
 class TestAToken:
     """A session's token is checked against Redis on every process, every time."""
 

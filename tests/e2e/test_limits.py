@@ -215,7 +215,7 @@ class TestSessions:
         hub = Hub(_agent(), settings)
         old, kept = await hub.create_session(), await hub.create_session()
         old.last_active -= 61
-        assert hub.expire_idle() == [old.id]
+        assert await hub.expire_idle() == [old.id]
         assert [r["id"] for r in Store(db).sessions()] == [kept.id]
         # A session idle past its TTL while the server was down expires at the first sweep
         # after the restart (and does not hold a place under max_sessions meanwhile).

@@ -7,6 +7,7 @@ sessions and jobs live and which process runs a run are the backend's.
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -71,7 +72,7 @@ class Hub:
                 forgetting the expired ones).
         """
         if len(self.store) >= self.settings.max_sessions:
-            self.expire_idle()
+            await self.expire_idle()
             if len(self.store) >= self.settings.max_sessions:
                 raise ProtocolError("too_many_sessions", f"{len(self.store)} sessions are "
                                     "live, the most this server holds; retry later")
@@ -236,26 +237,36 @@ class Hub:
         await self.drain()
         await self.agent.aclose()
 
-    def expire_idle(self, now: float | None = None) -> list[str]:
+    async def expire_idle(self, now: float | None = None) -> list[str]:
         """Forget the sessions idle past their TTL (the local backend deletes them from its
         SQLite file; Redis expires its own copy).
 
-        A session with an open or undelivered job stays: the job's end starts a turn in it.
+        A session with an open or undelivered job stays: the job's end starts a turn in it
+        (a shared job store is asked from a worker thread).
         """
-        def waiting(session_id: str) -> bool:
-            return any(row["status"] in OPEN or not row["delivered"]
-                       for row in self.jobs.store.jobs(session_id=session_id))
-
-        gone = self.store.expire(now, keep=waiting)
+        now = time.monotonic() if now is None else now
+        idle = set(self.store.idle(now))
+        waiting = await self.jobs.ask(self._with_jobs, idle) if idle else set()
+        # (one that went idle while the store was asked stays until the next sweep)
+        gone = self.store.expire(now, keep=lambda s: s in waiting or s not in idle)
         for session_id in gone:
             logger.info("session expired", extra={"session_id": session_id})
         self.metrics.sessions.set(len(self.store))
         return gone
 
+    def _with_jobs(self, session_ids: set[str]) -> set[str]:
+        """Of these sessions, those with an open or undelivered job."""
+        return {session_id for session_id in session_ids
+                if any(row["status"] in OPEN or not row["delivered"]
+                       for row in self.jobs.store.jobs(session_id=session_id))}
+
     async def _expire_idle(self) -> None:
         while True:
             await anyio.sleep(min(60.0, self.settings.session_idle_ttl / 2))
-            self.expire_idle()
+            try:
+                await self.expire_idle()
+            except self.backend.unreachable as exc:  # (the next sweep tries again)
+                logger.warning("idle sessions not expired: %s", exc)
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -244,12 +244,12 @@ async def webhook(request: Request) -> Response:
     # From worker threads when the store is shared: a stalled Redis fails the delivery
     # (503: the partner retries), it does not freeze the event loop.
     store, io = hub.jobs.store, hub.jobs.ask
+    await hub.store.fetch(row["session_id"])  # (held here: its job.completed is logged)
     if not await io(store.first_webhook, webhook_id, job_id):
         return JSONResponse({"ok": True, "replayed": True})
     applied = False
     try:
         if row["status"] in OPEN:
-            await hub.store.fetch(row["session_id"])  # (held here: job.completed is logged)
             applied = await _apply(hub, job_id, body)
     finally:
         if not applied:

@@ -99,15 +99,18 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def idle(self, now: float | None = None) -> list[str]:
+        """The sessions with no run and no reader, idle past the TTL at ``now``."""
+        now = time.monotonic() if now is None else now
+        return [
+            s.id for s in self._sessions.values()
+            if not s.runs and not self.readers.get(s.id) and now - s.last_active > self.idle_ttl
+        ]
+
     def expire(self, now: float | None = None,
                keep: Callable[[str], bool] = lambda session_id: False) -> list[str]:
         """Forget idle sessions (no run, no reader, idle past the TTL, not ``keep``)."""
-        now = time.monotonic() if now is None else now
-        gone = [
-            s.id for s in self._sessions.values()
-            if not s.runs and not self.readers.get(s.id) and now - s.last_active > self.idle_ttl
-            and not keep(s.id)
-        ]
+        gone = [session_id for session_id in self.idle(now) if not keep(session_id)]
         for session_id in gone:
             self._sessions.pop(session_id).log.close()
             self.backend.forget(session_id)
