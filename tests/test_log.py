@@ -60,3 +60,25 @@ async def test_tail_starts_with_gap_when_behind_the_window() -> None:
     items = [item async for item in log.tail(after=0)]
     assert items[0] == Gap(1, 3)
     assert [e.seq for e in items[1:]] == [4, 5]  # type: ignore[union-attr]
+
+
+async def test_a_cancelled_reader_leaves_the_other_waiting_readers_woken_by_the_next_event(
+) -> None:
+    log = EventLog("s")
+    _fill(log, 1)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        await log.wait_beyond(1)
+        seen.append(log.head_seq)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        async with anyio.create_task_group() as leaving:
+            leaving.start_soon(log.wait_beyond, 1)
+            await anyio.wait_all_tasks_blocked()
+            leaving.cancel_scope.cancel()  # one reader goes while both wait
+        assert len(log._waiters) == 1, "the cancelled reader's wait is gone, the other's kept"
+        _fill(log, 1)
+    assert seen == [2], "the reader still waiting is woken by the next event"
+    assert not log._waiters

@@ -26,9 +26,17 @@ PROTOCOL_VERSION = 1
 _ENVELOPE = ("seq", "type", "ts", "session_id", "run_id", "call_id")
 
 
+_last_ms = [0]
+
+
 def now_ms() -> int:
     """Milliseconds since the epoch, the unit of every ``ts`` on the wire."""
-    return time.time_ns() // 1_000_000
+    ms = time.time_ns() // 1_000_000
+    # The events of one millisecond share one int: a log retains thousands of them.
+    if ms == _last_ms[0]:
+        return _last_ms[0]
+    _last_ms[0] = ms
+    return ms
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from .metrics import HTTPMetrics
 from .openapi import openapi
 from .settings import Settings
 from .signals import drain_on_signals
-from .transports import abort_if_stuck, transport_of
+from .transports import StuckTransports, transport_of
 from .ws import websocket_endpoint
 
 _NO_DEMO = """<!doctype html><title>toolplex</title><h1>toolplex</h1>
@@ -65,7 +65,7 @@ class _App(Starlette):
             await super().__call__(scope, receive, send)
         finally:
             if transport is not None:
-                abort_if_stuck(transport, self.state.hub.settings.send_timeout)
+                self.state.stuck.watch(transport)
 
 
 def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
@@ -90,6 +90,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
     if webhook_secret is not None:
         settings = replace(settings, webhook_secret=webhook_secret)
     hub = Hub(agent, settings)
+    stuck = StuckTransports(settings.send_timeout)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,6 +102,7 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
             gc.set_threshold(*settings.gc_thresholds)
         async with anyio.create_task_group() as tg:
             await tg.start(hub.serve)
+            await tg.start(stuck.serve)
             tg.start_soon(drain_on_signals, hub.drain)
             try:
                 yield
@@ -147,4 +149,5 @@ def create_app(agent: Agent | None = None, *, settings: Settings | None = None,
                     exception_handlers=dict.fromkeys(hub.backend.unreachable,
                                                      routes.store_unreachable))
     app.state.hub = hub
+    app.state.stuck = stuck
     return app

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -20,6 +19,8 @@ from ..events import BaseEvent
 _CALL_OUTCOMES = {"tool.result": "result", "tool.error": "error", "tool.cancelled": "cancelled"}
 _FIRST_OUTPUT = frozenset({"text.delta", "tool.call.start", "reasoning.delta"})
 """The events that show the model's first token of a response reached the run."""
+_DELTAS = frozenset({"tool.output.delta", "tool.call.delta"})
+"""The most frequent events, which only count: no duration starts or ends at one."""
 
 _TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -78,15 +79,17 @@ class Metrics:
         self._calls: dict[str, tuple[str, float]] = {}
         self._runs: dict[str, float] = {}
         self._steps: dict[str, float] = {}
-        self._by_type: dict[str, Any] = {}
+        self._by_type: dict[str, int] = {}
+        """Events appended since the last render, by type (added to ``events`` then)."""
 
     def observe(self, event: BaseEvent) -> None:
         """Count one appended event (called as it is appended: now is when it happened)."""
         kind = event.type
-        counter = self._by_type.get(kind)
-        if counter is None:
-            counter = self._by_type[kind] = self.events.labels(kind)
-        counter.inc()
+        # A plain count, not the Counter's locked increment: this runs for every event,
+        # and the exposition adds the counts up when it is rendered.
+        self._by_type[kind] = self._by_type.get(kind, 0) + 1
+        if kind in _DELTAS:
+            return
         call_id = getattr(event, "call_id", None)
         if kind in _FIRST_OUTPUT and event.run_id in self._steps:
             self.time_to_first_token.observe(time.monotonic() - self._steps.pop(event.run_id))
@@ -120,6 +123,9 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
+        counts, self._by_type = self._by_type, {}
+        for kind, count in counts.items():
+            self.events.labels(kind).inc(count)
         return generate_latest(_WithoutCreated(self.registry))
 
 

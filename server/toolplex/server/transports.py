@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 from starlette.types import Send
 
 logger = logging.getLogger("toolplex.server")
@@ -26,12 +29,35 @@ def transport_of(send: Send) -> asyncio.Transport | None:
     return transport if isinstance(transport, asyncio.Transport) else None
 
 
-def abort_if_stuck(transport: asyncio.Transport | None, after: float) -> None:
-    """In ``after`` seconds, abort ``transport`` if it still holds unsent bytes."""
-    if transport is None:
-        return
-    # A loop timer, not a task: the connection's own task has ended, and nothing waits.
-    asyncio.get_running_loop().call_later(after, _abort_stuck, transport)
+class StuckTransports:
+    """Checks each ended connection's transport ``after`` seconds later, in one task.
+
+    The connection's own task has ended, so the check is queued to a task of the app's
+    lifespan: every entry waits the same time, so the queue is in deadline order.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._queue: MemoryObjectSendStream[tuple[float, asyncio.Transport]] | None = None
+
+    def watch(self, transport: asyncio.Transport | None) -> None:
+        """In ``after`` seconds, abort ``transport`` if it still holds unsent bytes."""
+        if transport is not None and self._queue is not None:
+            self._queue.send_nowait((anyio.current_time() + self.after, transport))
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Check the queued transports as their time comes, until cancelled."""
+        send, receive = anyio.create_memory_object_stream[tuple[float, asyncio.Transport]](
+            math.inf)
+        with send, receive:
+            self._queue = send
+            task_status.started()
+            try:
+                async for deadline, transport in receive:
+                    await anyio.sleep_until(deadline)
+                    _abort_stuck(transport)
+            finally:
+                self._queue = None
 
 
 def _abort_stuck(transport: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -28,6 +27,9 @@ CLOSE_INTERNAL = 1011
 CLOSE_BAD_DATA = 1007
 CLOSE_SLOW = 4008
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""A frame's compact JSON (one encoder for every frame, not one per ``json.dumps``)."""
+
 
 class _Connection:
     def __init__(self, ws: WebSocket, hub: Hub, session: Session) -> None:
@@ -43,47 +45,47 @@ class _Connection:
         """The connection's task group scope, which a stalled send cancels."""
         self.stalled = False
         self._sending_since: float | None = None
-        self._watch: asyncio.TimerHandle | None = None
 
     async def send(self, *frames: dict[str, Any]) -> None:
-        texts = [json.dumps(f, separators=(",", ":"), ensure_ascii=False) for f in frames]
+        texts = [_encode(f) for f in frames]
         del frames  # (see finally: a dead frame must hold nothing big)
         try:
-            async with self.lock:
+            # Uncontended (the usual case), the lock is taken without awaiting: the send
+            # that follows is where a cancellation lands.
+            try:
+                self.lock.acquire_nowait()
+            except anyio.WouldBlock:
+                await self.lock.acquire()
+            try:
                 # [readers] a batch that cannot leave within send_timeout marks a stalled
-                # reader. One watch timer per connection checks that, not a deadline per
-                # send: a deadline per frame piles cancelled timers up in the loop's heap.
+                # reader: the connection's watch task checks the time its send started.
                 self._sending_since = time.monotonic()
-                if self._watch is None:
-                    self._watch = asyncio.get_running_loop().call_later(
-                        self.hub.settings.send_timeout, self._check)
-                try:
-                    for text in texts:
-                        await self.ws.send_text(text)
-                finally:
-                    self._sending_since = None
+                for text in texts:
+                    await self.ws.send_text(text)
+            finally:
+                self._sending_since = None
+                self.lock.release()
         finally:
             # A cancelled send's frame lives on in its traceback's reference cycle until a
             # full GC collection: it must not keep the batch's text alive with it.
             texts.clear()
 
-    def _check(self) -> None:
-        """The watch timer: close the connection when one send has lasted send_timeout."""
-        self._watch = None
-        if self._sending_since is None:
-            return  # idle: the next send arms the watch again
-        left = self._sending_since + self.hub.settings.send_timeout - time.monotonic()
-        if left > 0:
-            self._watch = asyncio.get_running_loop().call_later(left, self._check)
-        elif self.scope is not None:
-            self.stalled = True
-            self.scope.cancel()
+    async def watch(self) -> None:
+        """Cancel the connection once one send has lasted ``send_timeout``.
 
-    def unwatch(self) -> None:
-        """Stop the watch timer (the connection is over)."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        One task per connection, waking once per ``send_timeout`` while idle, rather than
+        a deadline per send: a deadline per frame piles timers up in the loop's heap.
+        """
+        timeout = self.hub.settings.send_timeout
+        while True:
+            since = self._sending_since
+            left = timeout if since is None else since + timeout - time.monotonic()
+            if left <= 0:
+                self.stalled = True
+                if self.scope is not None:
+                    self.scope.cancel()
+                return
+            await anyio.sleep(left)
 
     def subscribe(self, tg: anyio.abc.TaskGroup, after: int) -> None:
         if self.reader is not None:
@@ -169,6 +171,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         async with anyio.create_task_group() as tg:
             conn.scope = tg.cancel_scope
+            tg.start_soon(conn.watch)
             # [protocol] no cursor is not silence: stream.hello, the retained log, then
             # live, as after=0 (a later subscribe moves the cursor).
             try:
@@ -197,7 +200,6 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         logger.exception("websocket failed", extra={"session_id": session.id})
         close = (CLOSE_INTERNAL, "internal error")
     finally:
-        conn.unwatch()
         if close is not None and close[0] == CLOSE_SLOW:
             hub.metrics.reader_drops.labels("disconnected").inc()
         hub.store.leave(session.id)
