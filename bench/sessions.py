@@ -23,8 +23,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from ._serve import cpu_seconds, free_port, process, rss_mib, uvicorn_argv
 
 
-async def _session(client: httpx.AsyncClient, base: str) -> tuple[str, str]:
-    body = (await client.post(f"{base}/v1/sessions")).json()
+async def _session(client: httpx.AsyncClient, base: str,
+                   slots: asyncio.Semaphore) -> tuple[str, str]:
+    # A slot per pooled connection: thousands of requests queued in the pool itself
+    # cost the client seconds of CPU and time out (httpx PoolTimeout).
+    async with slots:
+        body = (await client.post(f"{base}/v1/sessions")).json()
     return body["session_id"], body["token"]
 
 
@@ -54,7 +58,8 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
     with process(uvicorn_argv("bench.apps:sessions_app", port), port, env=env) as proc:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-            ids = await asyncio.gather(*(_session(client, base) for _ in range(sessions)))
+            slots = asyncio.Semaphore(64)
+            ids = await asyncio.gather(*(_session(client, base, slots) for _ in range(sessions)))
         before = rss_mib(proc.pid)
         sockets = []
         for sid, token in ids:
