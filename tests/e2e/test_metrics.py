@@ -114,3 +114,21 @@ async def test_unknown_paths_share_one_label(serve: Callable[..., Served]) -> No
     [unmatched] = _samples(families["toolplex_http_request_duration_seconds"],
                            "toolplex_http_request_duration_seconds_count", route="unmatched")
     assert unmatched.value == 3 and "/no/such" not in text
+
+
+async def test_event_counts_match_the_log_and_each_scrape_adds_only_what_is_new(
+        serve: Callable[..., Served]) -> None:
+    served = serve(_agent())
+    session_id = await _one_run(served)
+
+    async def counted() -> dict[str, float]:
+        _, families = await _scrape(served)
+        return {s.labels["type"]: s.value for s in
+                _samples(families["toolplex_events"], "toolplex_events_total")}
+
+    logged = Counter(e.type for e in served.hub.store.get(session_id).log.replay(0))
+    assert await counted() == logged, "one count per appended event, by type"
+    assert await counted() == logged, "a second scrape counts nothing twice"
+    await _one_run(served)
+    again = await counted()
+    assert again["run.started"] == 2 and again["tool.result"] == 2 * logged["tool.result"]
