@@ -154,6 +154,32 @@ class TestTimeout:
         assert codes == ["timeout"] * 100
         assert of_type(events, "tool.result")[0]["output"] == "fine", "other tools not starved"
 
+    async def test_an_abandoned_sync_thread_gives_its_slot_back_when_it_returns(self) -> None:
+        started, release = threading.Event(), threading.Event()
+
+        @tool(retries=0)
+        def hang_sync() -> str:
+            started.set()
+            release.wait(10)
+            return "late"
+
+        agent = Agent(tools=[hang_sync], model=_one_call("hang_sync"), threads=1)
+        async with agent.stream("go") as events:
+            async for event in events:
+                if event.type == "tool.exec.started":
+                    with anyio.fail_after(5):
+                        while not started.is_set():
+                            await anyio.sleep(0.01)
+                    break  # leaving cancels the run: the call lets go of its thread
+        pool = agent.executor.pool
+        assert (pool.busy, pool.abandoned) == (1, 1), "the hung thread keeps the only slot"
+        release.set()
+        with anyio.fail_after(5):
+            while pool.busy or pool.abandoned:
+                await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            assert await pool.run(lambda: "next") == "next", "the slot is free again"
+
     async def test_a_tool_that_swallows_cancellation_is_abandoned(self, fast: Clock) -> None:
         stop = False
         spins = 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 T = TypeVar("T")
 
@@ -125,18 +125,25 @@ class ThreadPool:
         self.busy += 1
         try:
             return await anyio.to_thread.run_sync(
-                functools.partial(self._work, slot, asyncio.get_running_loop(), fn, *args),
+                functools.partial(self._work, slot, anyio.lowlevel.current_token(), fn, *args),
                 abandon_on_cancel=True, limiter=self._limiter)
         finally:
             with slot.lock:
-                slot.abandoned = not slot.returned
+                # A call cancelled before a thread took it up never runs: it gives its
+                # slot back now, and a thread taking it up later finds it withdrawn.
+                slot.withdrawn = not slot.started
+                slot.abandoned = slot.started and not slot.returned
             if slot.abandoned:
                 self.abandoned += 1  # its thread gives the slot back when `fn` returns
             else:
                 self._release()
 
-    def _work(self, slot: _Slot, loop: asyncio.AbstractEventLoop, fn: Callable[..., T],
+    def _work(self, slot: _Slot, token: anyio.lowlevel.EventLoopToken, fn: Callable[..., T],
               *args: Any) -> T:
+        with slot.lock:
+            slot.started = True
+            if slot.withdrawn:
+                return None  # type: ignore[return-value]  # (nobody waits for it)
         try:
             return fn(*args)
         finally:
@@ -144,11 +151,8 @@ class ThreadPool:
                 slot.returned = True
                 abandoned = slot.abandoned
             if abandoned:
-                try:
-                    # anyio has no call from a thread into the loop that does not block
-                    # the thread until the loop runs it (and for ever if the loop stops
-                    # first): the loop's own thread-safe call_soon, for this one case.
-                    loop.call_soon_threadsafe(self._release, True)
+                try:  # (without waiting: from_thread.run_sync would hold the thread)
+                    token.backend_class.run_sync_soon(self._release, (True,), token.native_token)
                 except RuntimeError:  # the loop is gone: nobody waits for the slot
                     pass
 
@@ -164,6 +168,10 @@ class _Slot:
     """One sync call's thread, as the loop and the thread both see it."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: bool = False
+    """A thread took the call up."""
+    withdrawn: bool = False
+    """The call stopped waiting before any thread took it up: none ever runs it."""
     returned: bool = False
     """``fn`` has returned (or raised) in the thread."""
     abandoned: bool = False
