@@ -348,3 +348,53 @@ async def test_worker_jobs_interrupted_by_a_restart_fail_or_rerun(tmp_path) -> N
     assert after.jobs.store.job("j_a")["error"]["code"] == "interrupted"  # type: ignore[index]
     assert after.jobs.store.job("j_b")["output"] == 42  # type: ignore[index]
     del before
+
+
+class _StalledSharedStore(Store):
+    """A shared job store (as Redis is) whose every job query waits ``stall`` seconds."""
+
+    shared = True
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+        self.asked = 0
+
+    def jobs(self, **query: Any) -> list[dict[str, Any]]:  # type: ignore[override]
+        self.asked += 1
+        time.sleep(self.stall)
+        return super().jobs(**query)
+
+
+async def test_a_stalled_shared_job_store_never_freezes_the_loop_between_steps() -> None:
+    """Before each model step a run asks whether a job of its session is open; with a
+    shared store that question waits on the network, so it must not hold the loop."""
+
+    @tool
+    async def ping() -> str:
+        """Answer at once."""
+        return "pong"
+
+    store = _StalledSharedStore(stall=1.5)
+    agent = Agent(tools=[ping], jobs=JobManager(store),
+                  model=ScriptedModel([Step(calls=[Call("ping", {})]), Step(text="done")]))
+    lag = 0.0
+
+    async def tick() -> None:
+        nonlocal lag
+        while True:
+            before = time.monotonic()
+            await anyio.sleep(0.02)
+            lag = max(lag, time.monotonic() - before - 0.02)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            events = [e.to_dict() async for e in agent.run("go")]
+            tg.cancel_scope.cancel()
+    finally:
+        await agent.aclose()
+    check_protocol(events)
+    assert events[-1]["outcome"] == "success"
+    assert store.asked >= 2, "both steps asked the store"
+    assert lag < 0.75, f"the loop stood still for {lag:.2f} s while the store was asked"

@@ -222,6 +222,16 @@ class JobManager:
             self._open.discard(session.id)
         return rows
 
+    async def any_open(self, session: Session) -> bool:
+        """Whether a job of the session has not ended (what a run asks before each model
+        step). A shared store is asked from a worker thread: a stalled Redis must not
+        freeze every other stream of the process while the question waits."""
+        if not self.shared:
+            return bool(self.open_jobs(session))
+        rows = await anyio.to_thread.run_sync(
+            lambda: self.store.jobs(session_id=session.id, open_only=True))
+        return bool(rows)
+
     def use(self, store: JobStore, *, sessions: Callable[[str], Session | None] | None = None,
             deliver: Callable[[Session], None] | None = None,
             deliver_now: Callable[[Session], Awaitable[None]] | None = None) -> None:

@@ -233,9 +233,11 @@ class Agent:
         """A new session (history, log, breakers) for a series of runs."""
         return Session(id=session_id) if session_id else Session()
 
-    def tool_specs(self, session: Session) -> list[dict[str, Any]]:
+    def tool_specs(self, session: Session, *,
+                   jobs_open: bool | None = None) -> list[dict[str, Any]]:
         """The tools the model sees in this session: open circuits are hidden, and
-        ``check_job`` is offered while a job of the session is pending."""
+        ``check_job`` is offered while a job of the session is pending (``jobs_open``
+        when the caller has asked :meth:`JobManager.any_open` already)."""
         breakers = session.breakers  # (a tool with no breaker yet has a closed one)
         visible = tuple(
             tool
@@ -246,7 +248,9 @@ class Agent:
         if visible != self._specs[0]:
             self._specs = (visible, [tool.spec() for tool in visible])
         specs = list(self._specs[1])
-        if "check_job" not in self.tools and self.jobs.open_jobs(session):
+        if jobs_open is None:
+            jobs_open = bool(self.jobs.open_jobs(session))
+        if "check_job" not in self.tools and jobs_open:
             specs.append(self.jobs.check_tool(session).spec())
         return specs
 
@@ -619,7 +623,9 @@ class Run:
         step = _Step(number, new_id("m"))
         if self.agent.providers:
             await self.agent.refresh_tools()
-        specs = self.agent.tool_specs(self.session)
+        jobs_open = "check_job" not in self.agent.tools and await self.agent.jobs.any_open(
+            self.session)
+        specs = self.agent.tool_specs(self.session, jobs_open=jobs_open)
         try:
             async with anyio.create_task_group() as tg:
                 stream = self.trace.model_stream(
