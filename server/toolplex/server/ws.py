@@ -10,6 +10,7 @@ from contextlib import suppress
 from typing import Any
 
 import anyio
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..exceptions import ProtocolError
@@ -27,8 +28,16 @@ CLOSE_INTERNAL = 1011
 CLOSE_BAD_DATA = 1007
 CLOSE_SLOW = 4008
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-"""A frame's compact JSON (one encoder for every frame, not one per ``json.dumps``)."""
+_stdlib_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _encode(frame: dict[str, Any]) -> str:
+    """A frame's compact UTF-8 JSON, by a C encoder (the stdlib's was a fifth of a
+    reader's work per event)."""
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:  # (an int beyond 64 bits, a lone surrogate: the stdlib's form)
+        return _stdlib_json(frame)
 
 
 class _Connection:
