@@ -351,19 +351,55 @@ async def test_worker_jobs_interrupted_by_a_restart_fail_or_rerun(tmp_path) -> N
 
 
 class _StalledSharedStore(Store):
-    """A shared job store (as Redis is) whose every job query waits ``stall`` seconds."""
+    """A shared job store (as Redis is) whose queries and writes of a run's path wait
+    ``stall`` seconds each: open jobs, a job's row, its insert, progress and end."""
 
     shared = True
 
     def __init__(self, stall: float) -> None:
         super().__init__()
         self.stall = stall
-        self.asked = 0
+        self.asked: list[str] = []
+
+    def _wait(self, what: str) -> None:
+        self.asked.append(what)
+        time.sleep(self.stall)
 
     def jobs(self, **query: Any) -> list[dict[str, Any]]:  # type: ignore[override]
-        self.asked += 1
-        time.sleep(self.stall)
+        if query.get("open_only"):  # (a delivery's own query is the Redis backend's)
+            self._wait("open jobs")
         return super().jobs(**query)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        self._wait("job")
+        return super().job(job_id)
+
+    def insert_job(self, row: dict[str, Any]) -> None:
+        self._wait("insert")
+        super().insert_job(row)
+
+    def progress(self, job_id: str, progress: float, total: float | None,
+                 message: str | None) -> None:
+        self._wait("progress")
+        super().progress(job_id, progress, total, message)
+
+    def finish(self, job_id: str, status: str, output: Any,
+               error: dict[str, Any] | None) -> bool:
+        self._wait("finish")
+        return super().finish(job_id, status, output, error)
+
+
+class _LoopLag:
+    """The longest the event loop stood still while the block ran."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def tick(self) -> None:
+        while True:
+            before = time.monotonic()
+            await anyio.sleep(0.02)
+            self.worst = max(self.worst, time.monotonic() - before - 0.02)
 
 
 async def test_a_stalled_shared_job_store_never_freezes_the_loop_between_steps() -> None:
@@ -378,23 +414,47 @@ async def test_a_stalled_shared_job_store_never_freezes_the_loop_between_steps()
     store = _StalledSharedStore(stall=1.5)
     agent = Agent(tools=[ping], jobs=JobManager(store),
                   model=ScriptedModel([Step(calls=[Call("ping", {})]), Step(text="done")]))
-    lag = 0.0
-
-    async def tick() -> None:
-        nonlocal lag
-        while True:
-            before = time.monotonic()
-            await anyio.sleep(0.02)
-            lag = max(lag, time.monotonic() - before - 0.02)
-
+    lag = _LoopLag()
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(tick)
+            tg.start_soon(lag.tick)
             events = [e.to_dict() async for e in agent.run("go")]
             tg.cancel_scope.cancel()
     finally:
         await agent.aclose()
     check_protocol(events)
     assert events[-1]["outcome"] == "success"
-    assert store.asked >= 2, "both steps asked the store"
-    assert lag < 0.75, f"the loop stood still for {lag:.2f} s while the store was asked"
+    assert store.asked == ["open jobs", "open jobs"], "both steps asked the store"
+    assert lag.worst < 0.75, f"the loop stood still for {lag.worst:.2f} s"
+
+
+async def test_a_stalled_shared_job_store_never_freezes_the_loop_for_a_jobs_life() -> None:
+    """A job's creation, its progress and its end write to the store from the run's and
+    the job's own tasks; with a shared store each waits on the network, off the loop."""
+
+    @tool(mode="job", retries=0)
+    async def report(dataset: str, job: Job) -> dict[str, Any]:
+        """A job that reports progress twice."""
+        await job.progress(1, 2, "half")
+        await job.progress(2, 2, "all")
+        return {"rows": 2}
+
+    store = _StalledSharedStore(stall=1.0)
+    agent = Agent(tools=[report], jobs=JobManager(store),
+                  model=_model(Call("report", {"dataset": "x"})))
+    session = agent.session()
+    lag = _LoopLag()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lag.tick)
+            await collect(agent, "go", session=session)
+            await _wait_for(session, _track, 30)  # the job's turn has ended
+            tg.cancel_scope.cancel()
+    finally:
+        await agent.aclose()
+    events = [e.to_dict() for e in session.log.replay(0)]
+    check_protocol(events)
+    assert [e["progress"] for e in of_type(events, "job.progress")] == [1, 2]
+    assert of_type(events, "job.completed")[0]["output"] == {"rows": 2}
+    assert {"insert", "progress", "finish"} <= set(store.asked)
+    assert lag.worst < 0.75, f"the loop stood still for {lag.worst:.2f} s"

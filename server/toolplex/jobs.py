@@ -130,7 +130,7 @@ class Job:
     async def progress(self, progress: float, total: float | None = None,
                        message: str | None = None) -> None:
         """Report progress: logged as ``job.progress`` and kept for polling."""
-        self._manager.progress(self.id, progress, total, message)
+        await self._manager.progress_now(self.id, progress, total, message)
 
     def complete(self, output: Any) -> bool:
         """Finish the job successfully. False when it had already ended."""
@@ -268,21 +268,41 @@ class JobManager:
         return Job(row["id"], row["session_id"], row["call_id"], row["tool"], row["via"],
                    url, self)
 
-    def _create(self, session: Session, call: ToolCall, tool: Tool, status: str,
-                *, via: str | None = None, args: dict[str, Any] | None = None) -> Job:
+    def _row(self, session: Session, call: ToolCall, tool: Tool, status: str,
+             via: str | None, args: dict[str, Any] | None) -> dict[str, Any]:
         now = time.time()
-        job_id = new_id("j")
-        row: dict[str, Any] = {"id": job_id, "session_id": session.id, "call_id": call.call_id,
-               "tool": tool.name, "via": via or VIA[tool.mode],
-               "args": (call.kwargs or {}) if args is None else args,
-               "status": status, "created": now, "expires": now + self.ttl}
+        return {"id": new_id("j"), "session_id": session.id, "call_id": call.call_id,
+                "tool": tool.name, "via": via or VIA[tool.mode],
+                "args": (call.kwargs or {}) if args is None else args,
+                "status": status, "created": now, "expires": now + self.ttl}
+
+    def _insert(self, row: dict[str, Any]) -> None:
         if row["via"] == "worker":  # held before it exists: no sweeper may claim it
-            self._held.add(job_id)
-            self.store.hold_workers(self.worker_id, [job_id], self.worker_ttl)
+            self.store.hold_workers(self.worker_id, [row["id"]], self.worker_ttl)
         self.store.insert_job(row)
+
+    def _created(self, session: Session, row: dict[str, Any]) -> Job:
         self.sessions[session.id] = session
         self._open.add(session.id)
         return self._handle(row)
+
+    def _create(self, session: Session, call: ToolCall, tool: Tool, status: str,
+                *, via: str | None = None, args: dict[str, Any] | None = None) -> Job:
+        row = self._row(session, call, tool, status, via, args)
+        if row["via"] == "worker":
+            self._held.add(row["id"])
+        self._insert(row)
+        return self._created(session, row)
+
+    async def _create_now(self, session: Session, call: ToolCall, tool: Tool,
+                          status: str) -> Job:
+        """:meth:`_create` on a run's path: a shared store is written from a worker
+        thread, so a stalled Redis does not stand the loop still."""
+        row = self._row(session, call, tool, status, None, None)
+        await self.ask(self._insert, row)
+        if row["via"] == "worker":
+            self._held.add(row["id"])  # (its hold is in the store already)
+        return self._created(session, row)
 
     def _work_timeout(self, tool: Tool) -> float:
         """What bounds a job's work: the tool's ``timeout=`` if it set one, else the TTL."""
@@ -313,7 +333,8 @@ class JobManager:
             return call.outcome
         if tool.mode == "auto":
             return await self._auto(call, tool, session, emit)
-        job = self._create(session, call, tool, "running" if tool.mode == "job" else "pending")
+        job = await self._create_now(session, call, tool,
+                                     "running" if tool.mode == "job" else "pending")
         kwargs = self._kwargs(tool, call.kwargs, job)
         emit(JobPending, call_id=call.call_id, job_id=job.id, via=job.via)
         if tool.mode == "job":
@@ -368,7 +389,7 @@ class JobManager:
             outcome = await self.executor.run(work, session, _unlogged, _ignore)
             done.set()
             if promoted:
-                self._finish(promoted[0], work, outcome)
+                await self._finish(promoted[0], work, outcome)
 
         emit(ToolExecStarted, call_id=call.call_id, attempt=1, timeout_ms=round(budget * 1000),
              args=call.resolved_args)
@@ -384,7 +405,7 @@ class JobManager:
             emit(ToolOutputDelta, call_id=call.call_id, attempt=1, index=0, data=output)
             return self.executor.succeed(call, emit, output, partial=outcome.partial)
         # [jobs] the budget ran out: the same work goes on as a job.
-        job = self._create(session, call, tool, "running")
+        job = await self._create_now(session, call, tool, "running")
         promoted.append(job)
         emit(JobPending, call_id=call.call_id, job_id=job.id, via=job.via)
         logger.info("%s promoted to job %s after %.1f s", tool.name, job.id, budget,
@@ -392,20 +413,25 @@ class JobManager:
         return self._pending(call, emit, job.id)
 
     async def _work(self, job: Job, work: ToolCall, session: Session) -> None:
-        self._finish(job, work, await self.executor.run(work, session, _unlogged, _ignore))
+        await self._finish(job, work, await self.executor.run(work, session, _unlogged, _ignore))
 
-    def _finish(self, job: Job, work: ToolCall, outcome: Outcome) -> None:
-        """End a job as its work's outcome says."""
-        if outcome.kind == "result" and not outcome.failed:
-            self.complete(job.id, "succeeded", output=outcome.output)
-        elif outcome.kind == "result":  # timed out after yielding: what it had, as failed
-            self.complete(job.id, "failed", output=outcome.output, error=error_dict(
-                "timeout", f"{job.tool} timed out after {work.timeout or 0.0:g} s"))
-        elif outcome.kind == "error":
-            self.complete(job.id, "failed", error=outcome.error)
-        else:
-            self.complete(job.id, "cancelled", error=error_dict(
-                "cancelled", f"{job.tool} was cancelled"))
+    async def _finish(self, job: Job, work: ToolCall, outcome: Outcome) -> None:
+        """End a job as its work's outcome says (a shared store written from a worker
+        thread: :meth:`complete_now` without waiting for the turn)."""
+        # Shielded: a job cancelled by shutdown still records how it ended.
+        with anyio.CancelScope(shield=True):
+            if outcome.kind == "result" and not outcome.failed:
+                await self.complete_now(job.id, "succeeded", output=outcome.output,
+                                        wait=False)
+            elif outcome.kind == "result":  # timed out after yielding: what it had, as failed
+                await self.complete_now(job.id, "failed", output=outcome.output, wait=False,
+                                        error=error_dict("timeout", f"{job.tool} timed out after "
+                                                         f"{work.timeout or 0.0:g} s"))
+            elif outcome.kind == "error":
+                await self.complete_now(job.id, "failed", error=outcome.error, wait=False)
+            else:
+                await self.complete_now(job.id, "cancelled", wait=False, error=error_dict(
+                    "cancelled", f"{job.tool} was cancelled"))
 
     def _pending(self, call: ToolCall, emit: Emit, job_id: str) -> Outcome:
         return self.executor.succeed(call, emit, {"job_id": job_id, "status": "pending"})
@@ -413,10 +439,29 @@ class JobManager:
     def progress(self, job_id: str, progress: float, total: float | None = None,
                  message: str | None = None) -> None:
         """Record and log a job's progress."""
+        self._progressed(self._record_progress(job_id, progress, total, message),
+                         job_id, progress, total, message)
+
+    async def progress_now(self, job_id: str, progress: float, total: float | None = None,
+                           message: str | None = None) -> None:
+        """:meth:`progress` from a job's body: a shared store is written from a worker
+        thread."""
+        row = await self.ask(self._record_progress, job_id, progress, total, message)
+        self._progressed(row, job_id, progress, total, message)
+
+    def _record_progress(self, job_id: str, progress: float, total: float | None,
+                         message: str | None) -> dict[str, Any] | None:
+        """Store a job's progress: its row, or None when it has ended (nothing stored)."""
         row = self.store.job(job_id)
         if row is None or row["status"] in FINAL:
-            return
+            return None
         self.store.progress(job_id, progress, total, message)
+        return row
+
+    def _progressed(self, row: dict[str, Any] | None, job_id: str, progress: float,
+                    total: float | None, message: str | None) -> None:
+        if row is None:
+            return
         session = self._find(row["session_id"])
         if session is not None:
             session.log.append(JobProgress(job_id=job_id, progress=progress, total=total,
@@ -432,36 +477,45 @@ class JobManager:
         if self._asks(job_id, status) and self._answered(self.store.job(job_id), output):
             return True
         status, output, error = self._checked(job_id, status, output, error)
-        if not self.store.finish(job_id, status, output, error):
+        row = self._record_end(job_id, status, output, error, deliver)
+        if row is None:
             return False
-        row = self.store.job(job_id)
-        if not deliver:
-            self.store.mark_delivered([job_id])
         session = self._ended(row, status, output, error, deliver)
         if session is not None:
             self.pump(session)
         return True
 
+    def _record_end(self, job_id: str, status: str, output: Any, error: dict[str, Any] | None,
+                    deliver: bool) -> dict[str, Any] | None:
+        """Store a job's end: its row, or None when it had already ended."""
+        if not self.store.finish(job_id, status, output, error):
+            return None
+        row = self.store.job(job_id)
+        if not deliver:
+            self.store.mark_delivered([job_id])
+        return row
+
     async def complete_now(self, job_id: str, status: str, *, output: Any = None,
-                           error: dict[str, Any] | None = None) -> bool:
-        """:meth:`complete` for a request handler: a shared store is asked from worker
-        threads (a stalled store must not freeze the event loop), and the turn the
-        completion starts has started when it returns. The job's session is one held in
-        memory (the request loaded it).
+                           error: dict[str, Any] | None = None, wait: bool = True) -> bool:
+        """:meth:`complete` for a request handler or a job's own work: a shared store is
+        asked from worker threads (a stalled store must not freeze the event loop). With
+        ``wait`` (a request handler, whose job's session is held in memory), the turn the
+        completion starts has started when it returns; without (a job's work), it is
+        pumped as :meth:`complete` does.
 
         Returns:
             False when the job had already ended (nothing changes).
         """
-        io = self.ask
-        if self._asks(job_id, status) and self._answered(await io(self.store.job, job_id),
+        if self._asks(job_id, status) and self._answered(await self.ask(self.store.job, job_id),
                                                          output):
             return True
         status, output, error = self._checked(job_id, status, output, error)
-        if not await io(self.store.finish, job_id, status, output, error):
+        row = await self.ask(self._record_end, job_id, status, output, error, True)
+        if row is None:
             return False
-        session = self._ended(await io(self.store.job, job_id), status, output, error, True)
+        session = self._ended(row, status, output, error, True)
         if session is not None:
-            if self._deliver_now is not None:
+            if wait and self._deliver_now is not None:
                 await self._deliver_now(session)
             else:
                 self.pump(session)
