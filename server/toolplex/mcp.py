@@ -555,6 +555,7 @@ class MCPServer:
                 task.cancel()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await task.wait()
+            send.close()  # (a task cancelled before it began never closed it)
         if failed:
             raise failed[0]
         if not ended:
