@@ -61,8 +61,10 @@ async def toolplex_loop(steps: int, fanout: int = 1) -> float:
     """Seconds for one toolplex run of the script."""
     width = max(fanout, 1) + 1
     agent = Agent(tools=[NOOP], model=ScriptedModel(_script(steps, fanout)),
+                  # The whole history every request, as the raw loop sends it (the default
+                  # window of 200 messages would send toolplex's model less).
                   limits=Limits(max_steps=steps + 2, max_calls_per_step=width,
-                                max_concurrent_calls=width))
+                                max_concurrent_calls=width, max_history_messages=None))
     start = time.perf_counter()
     async for _ in agent.run("go"):
         pass

@@ -104,8 +104,9 @@ async def aclose() -> None:
 
 def _agent(script: Script, tools: list, max_steps: int, **options: object) -> Agent:
     widest = max(len(calls) for calls in script) + 1
+    # The whole history every request, as the peers send it (not the default window).
     limits = Limits(max_steps=max_steps, max_calls_per_step=widest,
-                    max_concurrent_calls=widest)
+                    max_concurrent_calls=widest, max_history_messages=None)
     return Agent(tools=tools, model=_model(script), limits=limits, **options)  # type: ignore[arg-type]
 
 
