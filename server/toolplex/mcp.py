@@ -631,9 +631,9 @@ class MCPServer:
             output = await self._poll_to_end(state, job)
         except Exception as exc:
             failure = classify(exc)
-            jobs.complete(job.id, "failed", error=failure.to_error())
+            await jobs.complete_now(job.id, "failed", error=failure.to_error(), wait=False)
         else:
-            jobs.complete(job.id, "succeeded", output=output)
+            await jobs.complete_now(job.id, "succeeded", output=output, wait=False)
 
     async def _poll_to_end(self, state: dict[str, Any], job: Job | None) -> Any:
         """``tasks/get`` at the server's ``pollIntervalMs`` until the task ends: its status
@@ -644,7 +644,8 @@ class MCPServer:
         polls, said, failures = 0, None, 0
         while True:
             if self._agent is not None and job is not None:
-                row = self._agent.jobs.store.job(job.id)
+                jobs = self._agent.jobs
+                row = await jobs.ask(jobs.store.job, job.id)  # (a shared store: off the loop)
                 if row is not None and row["status"] not in ("pending", "running"):
                     return None  # ended elsewhere (expired, cancelled): stop polling
             try:
@@ -736,9 +737,10 @@ class MCPServer:
             try:
                 output = _output(result, self._label(state["tool"]))
             except ToolError as exc:
-                jobs.complete(job.id, "failed", error=classify(exc).to_error())
+                await jobs.complete_now(job.id, "failed", error=classify(exc).to_error(),
+                                        wait=False)
                 return
-        jobs.complete(job.id, "succeeded", output=output)
+        await jobs.complete_now(job.id, "succeeded", output=output, wait=False)
 
 
 _NO_FAILURE = Failure(True, "error", "upstream", "")
