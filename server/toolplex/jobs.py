@@ -228,9 +228,8 @@ class JobManager:
         freeze every other stream of the process while the question waits."""
         if not self.shared:
             return bool(self.open_jobs(session))
-        rows = await anyio.to_thread.run_sync(
-            lambda: self.store.jobs(session_id=session.id, open_only=True))
-        return bool(rows)
+        return bool(await self.ask(functools.partial(self.store.jobs, session_id=session.id,
+                                                     open_only=True)))
 
     def use(self, store: JobStore, *, sessions: Callable[[str], Session | None] | None = None,
             deliver: Callable[[Session], None] | None = None,
@@ -282,6 +281,9 @@ class JobManager:
         self.store.insert_job(row)
 
     def _created(self, session: Session, row: dict[str, Any]) -> Job:
+        """A job just stored: renew its worker hold from now on, know its session open."""
+        if row["via"] == "worker":
+            self._held.add(row["id"])  # (its hold is in the store already)
         self.sessions[session.id] = session
         self._open.add(session.id)
         return self._handle(row)
@@ -289,8 +291,6 @@ class JobManager:
     def _create(self, session: Session, call: ToolCall, tool: Tool, status: str,
                 *, via: str | None = None, args: dict[str, Any] | None = None) -> Job:
         row = self._row(session, call, tool, status, via, args)
-        if row["via"] == "worker":
-            self._held.add(row["id"])
         self._insert(row)
         return self._created(session, row)
 
@@ -300,8 +300,6 @@ class JobManager:
         thread, so a stalled Redis does not stand the loop still."""
         row = self._row(session, call, tool, status, None, None)
         await self.ask(self._insert, row)
-        if row["via"] == "worker":
-            self._held.add(row["id"])  # (its hold is in the store already)
         return self._created(session, row)
 
     def _work_timeout(self, tool: Tool) -> float:
