@@ -94,17 +94,28 @@ def checked(event: BaseEvent, max_bytes: int | None = None) -> tuple[BaseEvent, 
         UnserializableOutput: A value has no JSON form.
         EventTooLarge: The event's JSON is over ``max_bytes``.
     """
-    sized = Sized()
+    sized: Sized | None = None
+    size = _ENVELOPE_BYTES
     changes: dict[str, Any] | None = None
     for name in _payload(type(event)):
         value = getattr(event, name)
+        kind = type(value)
+        # Most payload values are ids, names and counters: no walk for them.
+        if kind is str:
+            size += len(value) + 2
+            continue
+        if value is None or kind is int or kind is bool:
+            size += 4
+            continue
+        sized = sized or Sized()
         safe = jsonable(value, sized)
         if safe is not value:
             changes = changes or {}
             changes[name] = safe
     if changes:
         event = dataclasses.replace(event, **changes)
-    size = sized.bytes + _ENVELOPE_BYTES
+    if sized is not None:
+        size += sized.bytes
     if max_bytes is not None and size > max_bytes:
         raise EventTooLarge(size, max_bytes)
     # A character is 1 to 6 bytes of JSON (UTF-8, escapes): measure only when that matters.
