@@ -9,6 +9,7 @@ model request carries one tool message per call, whatever its outcome.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -403,6 +404,12 @@ class _Step:
     hedge_until: float = 0.0
     """Loop time at which the window ends."""
     hedged_by: ToolCall | None = None
+    tg: TaskGroup | None = None
+    """The group of the step's call tasks, opened with its first call."""
+    pending: list[ToolCall] = field(default_factory=list)
+    """Calls dispatched before the group opened (their tasks start when it does)."""
+    closed: bool = False
+    """The response's stream has been closed."""
 
     @property
     def clean(self) -> bool:
@@ -427,26 +434,32 @@ class _Feed:
         self.events: deque[BaseEvent] = deque()
         self.closed = False
         """The run ended, or the reader left: nothing more comes."""
-        self._wake: anyio.Event | None = None
+        # A future of the loop, as the log's readers park on (an anyio.Event per wait
+        # costs twice as much): the reader is the caller's task, cancelled as any await.
+        self._wake: asyncio.Future[None] | None = None
 
     def send_nowait(self, item: BaseEvent, /) -> None:
         if not self.closed:
             self.events.append(item)
-            if self._wake is not None:
-                self._wake.set()
-                self._wake = None
+            self._set()
 
     def close(self) -> None:
         self.closed = True
-        if self._wake is not None:
-            self._wake.set()
-            self._wake = None
+        self._set()
+
+    def _set(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def wait(self) -> None:
         """Return once an event is queued or nothing more comes."""
         if not self.events and not self.closed:
-            self._wake = anyio.Event()
-            await self._wake.wait()
+            self._wake = asyncio.get_running_loop().create_future()
+            try:
+                await self._wake
+            finally:
+                self._wake = None
 
 
 class _Untraced:
@@ -627,18 +640,27 @@ class Run:
             self.session)
         specs = self.agent.tool_specs(self.session, jobs_open=jobs_open)
         try:
-            async with anyio.create_task_group() as tg:
-                stream = self.trace.model_stream(
-                    self.agent.model.stream(self._messages(), specs))
-                try:
-                    await self._read(step, stream, tg)
-                finally:
-                    await stream.aclose()  # type: ignore[attr-defined]
-                    self._end_text(step)
-                if step.finish is None:
-                    step.finish = "incomplete"
-                    self._finish_response(step, tg)
+            stream = self.trace.model_stream(self.agent.model.stream(self._messages(), specs))
+            try:
+                await self._read(step, stream)
+                if step.pending:
+                    # [runner] the step's task group opens with its first call: a response
+                    # of text alone (each run's last) needs none, nor its exit's checkpoint.
+                    async with anyio.create_task_group() as step.tg:
+                        for call in step.pending:
+                            self._start_call(step, call)
+                        step.pending.clear()
+                        try:
+                            await self._read(step, stream)
+                        finally:
+                            await self._close_response(step, stream)
+                        self._end_response(step)  # (in the group: its calls still run)
+            finally:
+                await self._close_response(step, stream)
+            self._end_response(step)
         finally:
+            # Dispatched, never started: _run_call's finally would have given these back.
+            self.session.running_calls -= len(step.pending)
             for call in step.calls.values():
                 if call.outcome is None:  # never dispatched, or refused while waiting
                     self.agent.executor.cancelled(call, self.emit)
@@ -651,12 +673,31 @@ class Run:
                 f"its {len(step.calls)} tool call(s) were discarded"))
         return bool(step.calls)
 
-    async def _read(self, step: _Step, stream: AsyncIterator[Any], tg: TaskGroup) -> None:
-        """Hand each chunk of the response on, under the model's idle timeout."""
+    async def _close_response(self, step: _Step, stream: AsyncIterator[Any]) -> None:
+        """Close the response's stream once, and end its open text."""
+        if step.closed:
+            return
+        step.closed = True
+        try:
+            await stream.aclose()  # type: ignore[attr-defined]
+        finally:
+            self._end_text(step)
+
+    def _end_response(self, step: _Step) -> None:
+        """A response that ended without a finish reason is ``incomplete``."""
+        if step.finish is None:
+            step.finish = "incomplete"
+            self._finish_response(step)
+
+    async def _read(self, step: _Step, stream: AsyncIterator[Any]) -> None:
+        """Hand each chunk of the response on, under the model's idle timeout, to its end,
+        or until a call is dispatched while the step has no task group yet."""
         idle: float | None = getattr(self.agent.model, "idle_timeout", None)
         if not idle:
             async for chunk in stream:
-                self._on_model_chunk(step, chunk, tg)
+                self._on_model_chunk(step, chunk)
+                if step.pending and step.tg is None:
+                    return
             return
         # [protocol] model_timeout: no chunk within the model's idle timeout (the request
         # included). One deadline for the whole response, moved forward only once a tenth
@@ -669,11 +710,13 @@ class Run:
                 if now >= renew_at:
                     reading.deadline = anyio.current_time() + idle
                     renew_at = now + idle / 10
-                self._on_model_chunk(step, chunk, tg)
+                self._on_model_chunk(step, chunk)
+                if step.pending and step.tg is None:
+                    break
         if reading.cancelled_caught:
             raise ModelTimeout(idle)
 
-    def _on_model_chunk(self, step: _Step, chunk: Any, tg: TaskGroup) -> None:
+    def _on_model_chunk(self, step: _Step, chunk: Any) -> None:
         if isinstance(chunk, TextChunk):
             self._end_reasoning(step)
             if not step.text_open:
@@ -696,7 +739,7 @@ class Run:
             complete = [c for c in step.waiting if c.index < chunk.index]
             step.waiting = [c for c in step.waiting if c.index >= chunk.index]
             for earlier in complete:
-                self._dispatch(step, earlier, tg)
+                self._dispatch(step, earlier)
             self._begin_call(step, chunk.index, chunk.id, chunk.name)
         elif isinstance(chunk, CallArgs):
             call = step.calls.get(chunk.index) or self._begin_call(
@@ -715,14 +758,14 @@ class Run:
             ended = step.calls.get(chunk.index)
             if ended is not None and ended in step.waiting:
                 step.waiting.remove(ended)
-                self._dispatch(step, ended, tg)
+                self._dispatch(step, ended)
         elif isinstance(chunk, CallFields):
             fields_of = step.calls.get(chunk.index)
             if fields_of is not None:
                 fields_of.provider_fields = dict(chunk.fields)
         elif isinstance(chunk, Finish):
             step.finish = chunk.reason
-            self._finish_response(step, tg)
+            self._finish_response(step)
         elif isinstance(chunk, Usage):
             for key, value in chunk.usage.items():
                 if isinstance(value, int):
@@ -751,11 +794,11 @@ class Run:
             step.text_open = False
             self.emit(TextEnd, message_id=step.message_id)
 
-    def _finish_response(self, step: _Step, tg: TaskGroup) -> None:
+    def _finish_response(self, step: _Step) -> None:
         self._end_text(step)
         if step.clean:
             for call in step.calls.values():
-                self._dispatch(step, call, tg)
+                self._dispatch(step, call)
         else:
             # [runner] a response cut off (length, content_filter) may have truncated
             # arguments: calls already started are cancelled and discarded.
@@ -763,7 +806,7 @@ class Run:
                 call.cancel("discarded")
         step.done.set()
 
-    def _dispatch(self, step: _Step, call: ToolCall, tg: TaskGroup) -> None:
+    def _dispatch(self, step: _Step, call: ToolCall) -> None:
         if call.kwargs is not None or call.outcome is not None:
             return
         executor = self.agent.executor
@@ -812,8 +855,14 @@ class Run:
             step.hedge = anyio.Event()
             step.hedge_until = anyio.current_time() + self.agent.clock.real(tool.head_start)
             step.hedged_by = call
+        self._start_call(step, call)
+
+    def _start_call(self, step: _Step, call: ToolCall) -> None:
+        if step.tg is None:
+            step.pending.append(call)
+            return
         # A name given is a name anyio need not work out from the method once per call.
-        self.trace.start_call(tg, call, self._run_call, step, call,
+        self.trace.start_call(step.tg, call, self._run_call, step, call,
                               name=f"{call.name} ({call.call_id})")
 
     async def _run_call(self, step: _Step, call: ToolCall) -> None:
