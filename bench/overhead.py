@@ -28,6 +28,7 @@ import asyncio
 import json
 import statistics
 import time
+from importlib.metadata import version
 from typing import Any
 
 import anyio
@@ -155,6 +156,29 @@ async def memory_toolplex(width: int, runs: int) -> float:
     return (time.perf_counter() - start) / runs
 
 
+async def _empty() -> None:
+    pass
+
+
+async def task_cost(width: int = 50, groups: int = 40) -> dict[str, float]:
+    """Microseconds per task of ``width`` zero-work tasks in a group: anyio's
+    ``start_soon`` (what toolplex and the floor start each call with) and asyncio's own
+    ``TaskGroup``, for scale."""
+    start = time.perf_counter()
+    for _ in range(groups):
+        async with anyio.create_task_group() as group:
+            for _ in range(width):
+                group.start_soon(_empty)
+    middle = time.perf_counter()
+    for _ in range(groups):
+        async with asyncio.TaskGroup() as native:
+            for _ in range(width):
+                native.create_task(_empty())
+    end = time.perf_counter()
+    per = 1e6 / (width * groups)
+    return {"anyio_task_us": (middle - start) * per, "asyncio_task_us": (end - middle) * per}
+
+
 async def floor(fanout: int = 50, runs: int = 3, memory_runs: int = 500) -> dict[str, float]:
     """Toolplex on the in-memory model against the raw anyio loop: median microseconds per
     run (one call) and per call (``fanout`` calls in one step), interleaved run by run."""
@@ -168,6 +192,9 @@ async def floor(fanout: int = 50, runs: int = 3, memory_runs: int = 500) -> dict
         out[f"{label}_toolplex_us"] = statistics.median(ours) * per
         out[f"{label}_raw_us"] = statistics.median(raw) * per
         out[f"{label}_ratio"] = statistics.median(ours) / statistics.median(raw)
+    costs = [await task_cost() for _ in range(runs)]
+    for key in ("anyio_task_us", "asyncio_task_us"):
+        out[key] = statistics.median(c[key] for c in costs)
     return out
 
 
@@ -211,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
                               ("fan", f"1 step x {options.fanout} calls: us per call", 2)):
         print(f"  {what:36}{f[label + '_toolplex_us']:>8,.1f}us{f[label + '_raw_us']:>8,.1f}us"
               f"{f[label + '_ratio']:>8.2f}  (goal <= {goal})")
+    print(f"  one task, this run: anyio start_soon {f['anyio_task_us']:.1f} us, asyncio "
+          f"{f['asyncio_task_us']:.1f} us (anyio {version('anyio')}); a toolplex call "
+          f"starts two (its own, its body's supervised one), the floor's one")
 
 
 if __name__ == "__main__":

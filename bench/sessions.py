@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 
@@ -68,6 +69,7 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
                 compression=None))
         latencies: list[float] = []
         cpu_before = cpu_seconds(proc.pid)
+        own_before = time.process_time()
         start = time.perf_counter()
         peak = 0.0
 
@@ -83,6 +85,7 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
         sampler.cancel()
         wall = time.perf_counter() - start
         cpu = cpu_seconds(proc.pid) - cpu_before
+        own = time.process_time() - own_before
         for ws in sockets:
             await ws.close()
     ordered = sorted(latencies)
@@ -90,6 +93,7 @@ async def run(sessions: int, ticks: int, every: float, spread: float | None = No
     return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": ordered[-1] * 1000,
             "chunks": len(ordered), "wall_s": wall,
             "server_cpu_us_per_chunk": cpu / len(ordered) * 1e6,
+            "client_cpu_us_per_chunk": own / len(ordered) * 1e6,
             "rss_per_session_kib": (peak - before) * 1024 / sessions,
             "rss_before_mib": before, "rss_peak_mib": peak,
             "median_ms": statistics.median(ordered) * 1000}
@@ -122,6 +126,14 @@ def main(argv: list[str] | None = None) -> None:
           f"session")
     print(f"  server CPU: {r['server_cpu_us_per_chunk']:.0f} us per delivered chunk "
           f"(its whole CPU time while the sessions stream, runs and readers included)")
+    # What the goal asks of this machine: every session's chunk rate at once, at the
+    # measured costs of both sides (they share its cores).
+    rate = options.sessions / options.every
+    need = rate * (r["server_cpu_us_per_chunk"] + r["client_cpu_us_per_chunk"]) / 1e6
+    print(f"  client CPU: {r['client_cpu_us_per_chunk']:.0f} us per chunk (this process: "
+          f"its WebSocket readers); all {options.sessions} streaming at once "
+          f"({rate:,.0f} chunks/s) would take {need:.2f} cores at these costs, "
+          f"of the machine's {os.cpu_count()}")
 
 
 if __name__ == "__main__":

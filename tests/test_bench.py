@@ -27,7 +27,9 @@ async def test_overhead_compares_toolplex_with_a_raw_loop_on_the_same_client() -
 
 
 async def test_overhead_measures_the_floor_on_the_in_memory_model() -> None:
-    _check_overhead(await overhead.floor(fanout=3, runs=1, memory_runs=2), ("run1", "fan"))
+    figures = await overhead.floor(fanout=3, runs=1, memory_runs=2)
+    _check_overhead(figures, ("run1", "fan"))
+    assert figures["anyio_task_us"] > 0 and figures["asyncio_task_us"] > 0
 
 
 def _check_overhead(figures: dict[str, float], labels: tuple[str, str]) -> None:
@@ -44,6 +46,7 @@ def test_throughput_and_sessions_run_against_a_real_server_process() -> None:
     assert many["chunks"] == 15, "every chunk of every session arrived"
     assert 0 < many["p50_ms"] <= many["p99_ms"] <= many["max_ms"]
     assert many["server_cpu_us_per_chunk"] >= 0
+    assert many["client_cpu_us_per_chunk"] > 0, "the readers' own CPU is counted"
 
 
 def test_scaleout_runs_embedded_and_one_to_three_processes_on_a_real_redis() -> None:
