@@ -23,10 +23,17 @@ logger = logging.getLogger("toolplex.server")
 
 
 def transport_of(send: Send) -> asyncio.Transport | None:
-    """The asyncio transport behind an ASGI server's ``send`` (uvicorn's protocols keep it
-    on the object ``send`` is bound to), or None for another server."""
+    """The transport behind an ASGI server's ``send`` (uvicorn's protocols keep it on the
+    object ``send`` is bound to), or None for another server.
+
+    Told by what it does, not its class: uvloop's transports (uvicorn's loop when uvloop
+    is installed) do not derive from ``asyncio.Transport``.
+    """
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport if isinstance(transport, asyncio.Transport) else None
+    if callable(getattr(transport, "get_write_buffer_size", None)) and callable(
+            getattr(transport, "abort", None)):
+        return transport
+    return None
 
 
 class StuckTransports:
