@@ -108,6 +108,10 @@ class ChatNormaliser:
     def __init__(self, taken: Iterable[str] = ()) -> None:
         self._taken = set(taken)
         self._calls: list[_Call] = []
+        # The latest call begun at each wire index and with each wire id: a delta finds
+        # its call in one look-up, not a scan of the calls so far (50 calls: 1,275 steps).
+        self._at_index: dict[int, _Call] = {}
+        self._with_id: dict[str, _Call] = {}
         self._usage: dict[str, Any] | None = None
         self.finished = False
 
@@ -177,15 +181,14 @@ class ChatNormaliser:
             return None
         latest = self._calls[-1]
         if wire_index is not None:
-            at_index = next((c for c in reversed(self._calls) if c.wire_index == wire_index),
-                            None)
+            at_index = self._at_index.get(wire_index)
             if at_index is None:
                 return None
             if wire_id and at_index.wire_id and wire_id != at_index.wire_id:
                 return None  # a new id on a known index starts a call
             return at_index
         if wire_id:
-            same = next((c for c in reversed(self._calls) if c.wire_id == wire_id), None)
+            same = self._with_id.get(wire_id)
             if same is None or (name and same.name):
                 return None
             return same
@@ -194,9 +197,10 @@ class ChatNormaliser:
         return latest
 
     def _start(self, wire_id: str, wire_index: int | None, out: list[ModelChunk]) -> _Call:
-        # [normaliser] call i is complete when a later call begins.
-        for earlier in self._calls:
-            self._end_call(earlier, out)
+        # [normaliser] call i is complete when a later call begins (each start ended
+        # every call before the latest).
+        if self._calls:
+            self._end_call(self._calls[-1], out)
         replay_id = wire_id if wire_id and wire_id not in self._taken else invent_id()
         while replay_id in self._taken:
             replay_id = invent_id()
@@ -204,6 +208,10 @@ class ChatNormaliser:
         call = _Call(index=len(self._calls), wire_index=wire_index, wire_id=wire_id,
                      id=replay_id)
         self._calls.append(call)
+        if wire_index is not None:
+            self._at_index[wire_index] = call
+        if wire_id:
+            self._with_id[wire_id] = call
         return call
 
     def _begin(self, call: _Call, out: list[ModelChunk]) -> None:
