@@ -434,8 +434,8 @@ class _Feed:
         self.events: deque[BaseEvent] = deque()
         self.closed = False
         """The run ended, or the reader left: nothing more comes."""
-        # A future of the loop, as the log's readers park on (an anyio.Event per wait
-        # costs twice as much): the reader is the caller's task, cancelled as any await.
+        # A future of the loop, as the log's readers park on (lighter than an
+        # anyio.Event per wait): the reader is the caller's task, cancelled as any await.
         self._wake: asyncio.Future[None] | None = None
 
     def send_nowait(self, item: BaseEvent, /) -> None:

@@ -109,7 +109,7 @@ class ChatNormaliser:
         self._taken = set(taken)
         self._calls: list[_Call] = []
         # The latest call begun at each wire index and with each wire id: a delta finds
-        # its call in one look-up, not a scan of the calls so far (50 calls: 1,275 steps).
+        # its call in one look-up, not a scan of the calls so far (quadratic fanned out).
         self._at_index: dict[int, _Call] = {}
         self._with_id: dict[str, _Call] = {}
         self._usage: dict[str, Any] | None = None
