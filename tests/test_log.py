@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+
 import anyio
 
 from toolplex import EventLog
@@ -24,6 +26,15 @@ def test_replay_returns_only_events_after_the_cursor() -> None:
     _fill(log, 6)
     assert [e.seq for e in log.replay(4)] == [5, 6]
     assert log.replay(6) == []
+
+
+def test_a_window_at_its_limit_keeps_no_fallen_event_alive() -> None:
+    log = EventLog("s", retain=100)
+    _fill(log, 1_099)  # the list is trimmed per 100 fallen: 99 have fallen since the last
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if type(o) is TextDelta and o.session_id == "s")
+    assert alive == 100, "events that left the window must be freed at once, not at a trim"
+    assert [e.seq for e in log.replay(0)] == list(range(1_000, 1_100))
 
 
 def test_cursor_older_than_the_window_reports_a_gap() -> None:

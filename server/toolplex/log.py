@@ -24,6 +24,10 @@ class Gap:
     to_seq: int
 
 
+_GONE = BaseEvent()
+"""What holds a fallen event's place in the window's list until the next trim."""
+
+
 class EventLog:
     """An append-only, gapless, bounded log of one session's events.
 
@@ -143,6 +147,9 @@ class EventLog:
                 len(self._events) - self._start > self.retain
                 or self._bytes > self.retain_bytes):
             self._bytes -= self._sizes[self._start]
+            # Let go of it now, not at the next trim: a window at its limit would
+            # otherwise keep up to as many fallen events alive as it retains.
+            self._events[self._start] = _GONE
             self._start += 1
         if self._start >= 64 and self._start * 2 >= len(self._events):  # amortised O(1)
             del self._events[: self._start]
