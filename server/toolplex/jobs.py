@@ -416,20 +416,20 @@ class JobManager:
     async def _finish(self, job: Job, work: ToolCall, outcome: Outcome) -> None:
         """End a job as its work's outcome says (a shared store written from a worker
         thread: :meth:`complete_now` without waiting for the turn)."""
+        output: Any = None
+        error: dict[str, Any] | None = None
+        if outcome.kind == "result" and not outcome.failed:
+            status, output = "succeeded", outcome.output
+        elif outcome.kind == "result":  # timed out after yielding: what it had, as failed
+            status, output = "failed", outcome.output
+            error = error_dict("timeout", f"{job.tool} timed out after {work.timeout or 0.0:g} s")
+        elif outcome.kind == "error":
+            status, error = "failed", outcome.error
+        else:
+            status, error = "cancelled", error_dict("cancelled", f"{job.tool} was cancelled")
         # Shielded: a job cancelled by shutdown still records how it ended.
         with anyio.CancelScope(shield=True):
-            if outcome.kind == "result" and not outcome.failed:
-                await self.complete_now(job.id, "succeeded", output=outcome.output,
-                                        wait=False)
-            elif outcome.kind == "result":  # timed out after yielding: what it had, as failed
-                await self.complete_now(job.id, "failed", output=outcome.output, wait=False,
-                                        error=error_dict("timeout", f"{job.tool} timed out after "
-                                                         f"{work.timeout or 0.0:g} s"))
-            elif outcome.kind == "error":
-                await self.complete_now(job.id, "failed", error=outcome.error, wait=False)
-            else:
-                await self.complete_now(job.id, "cancelled", wait=False, error=error_dict(
-                    "cancelled", f"{job.tool} was cancelled"))
+            await self.complete_now(job.id, status, output=output, error=error, wait=False)
 
     def _pending(self, call: ToolCall, emit: Emit, job_id: str) -> Outcome:
         return self.executor.succeed(call, emit, {"job_id": job_id, "status": "pending"})
